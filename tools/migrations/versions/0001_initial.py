@@ -36,9 +36,7 @@ def upgrade() -> None:
     op.create_table(
         "tasks",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
         sa.Column("external_id", sa.String(255), nullable=False),
         sa.Column("content_hash", sa.String(64), nullable=False),
         sa.Column("data", JSON, nullable=False),
@@ -50,9 +48,7 @@ def upgrade() -> None:
     op.create_table(
         "annotations",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
         sa.Column("task_id", sa.Integer, sa.ForeignKey("tasks.id", ondelete="CASCADE"), nullable=False),
         sa.Column("value", JSON, nullable=True),
         sa.Column("deleted", sa.Boolean, nullable=False),
@@ -65,9 +61,7 @@ def upgrade() -> None:
     op.create_table(
         "prompt_versions",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
         sa.Column("number", sa.Integer, nullable=False),
         sa.Column("parent_id", sa.Integer, sa.ForeignKey("prompt_versions.id"), nullable=True),
         sa.Column("instructions", sa.Text, nullable=False),
@@ -83,9 +77,7 @@ def upgrade() -> None:
     op.create_table(
         "runs",
         sa.Column("id", sa.Integer, primary_key=True),
-        sa.Column(
-            "project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False
-        ),
+        sa.Column("project_id", sa.Integer, sa.ForeignKey("projects.id", ondelete="CASCADE"), nullable=False),
         sa.Column("prompt_version_id", sa.Integer, sa.ForeignKey("prompt_versions.id"), nullable=True),
         sa.Column("kind", sa.String(50), nullable=False),
         sa.Column("status", sa.String(50), nullable=False),
