@@ -7,6 +7,7 @@ adapters, UI); the code in between raises these types and never prints.
 
 from __future__ import annotations
 
+from enum import Enum
 from pathlib import Path
 
 
@@ -86,3 +87,54 @@ class LabelValueError(LabelpilotError):
 
 class StorageError(LabelpilotError):
     """The database cannot be opened, is of an unknown schema version, or an upgrade failed."""
+
+
+class ErrorKind(str, Enum):
+    """Why one model call (and so one task) failed; stored with the prediction as data."""
+
+    rate_limited = "rate_limited"  # 429 after every retry
+    server_error = "server_error"  # 5xx after every retry
+    timeout = "timeout"
+    connection = "connection"
+    bad_request = "bad_request"  # other 4xx: not retried
+    auth = "auth"  # 401/403: not retried, stops a job
+    invalid_output = "invalid_output"  # the reply broke the schema even after one repair attempt
+    unplaceable_spans = "unplaceable_spans"  # spans whose text is not in the source
+    cancelled = "cancelled"
+
+
+#: Kinds worth retrying with backoff.
+RETRYABLE_KINDS = frozenset(
+    {ErrorKind.rate_limited, ErrorKind.server_error, ErrorKind.timeout, ErrorKind.connection}
+)
+
+
+class ModelCallError(LabelpilotError):
+    """A call to the model failed; `kind` says why, `retry_after` (seconds) is the server's hint if any."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: ErrorKind,
+        retry_after: float | None = None,
+        status_code: int | None = None,
+        headers: dict[str, str] | None = None,
+        hint: str | None = None,
+    ) -> None:
+        super().__init__(message, hint=hint)
+        self.kind = kind
+        self.retry_after = retry_after
+        self.status_code = status_code
+        self.headers = headers or {}
+
+    @property
+    def retryable(self) -> bool:
+        """Whether the same call may succeed if tried again later."""
+        return self.kind in RETRYABLE_KINDS
+
+    def to_dict(self) -> dict[str, object]:
+        """Return a JSON-safe description including the kind."""
+        data = super().to_dict()
+        data.update({"kind": self.kind.value, "status_code": self.status_code})
+        return data
