@@ -45,6 +45,7 @@ from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
 from tools.errors import LabelpilotError, LabelValueError, NotFoundError
+from tools.importers import LS_ID_KEY
 from tools.labelspec import LabelSpec, TaskType
 from tools.projects import get_project, load_spec, require_spec
 from tools.storage import Annotation, Database, Prediction, PromptVersion, Run, Task
@@ -58,8 +59,6 @@ ID_COLUMN = "id"
 LABEL_COLUMN = "label"
 PREDICTION_COLUMNS = ("prediction", "confidence", "model_version", "run_id", "error")
 RESERVED_COLUMNS = frozenset({ID_COLUMN, LABEL_COLUMN, *PREDICTION_COLUMNS})
-#: Key under which Label Studio tasks carry labelpilot's external id (LS assigns its own task ids).
-LS_ID_KEY = "labelpilot_id"
 
 _SPREADSHEET_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 _MULTI_SEPARATORS = re.compile(r"[,;|]")
