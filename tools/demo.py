@@ -4,7 +4,7 @@ Two projects, each a case the product is made for:
 
 - `reader-preference`: "which of these 3 summaries is best for our reader" (article + 3 summaries, one
   single-choice label). From `news_summary_best_of_3` (Goyal et al. 2022): 100 CNN + 100 BBC articles with
-  the summaries of three systems in a fixed order (gpt3 -> Summary 1, brio -> Summary 2, t0 -> Summary 3);
+  the summaries of three systems (gpt3, brio, t0) in an order shuffled per article (kept in `systems`);
   ground truth is the annotators' majority "best" vote, and ties stay unlabeled.
 - `support-intents`: customer-support intent classification, a case where the offline embedding baseline
   does well. From `banking77`: 12 well-separated intents x 25 messages, 5 per intent labeled.
@@ -20,6 +20,7 @@ are never overwritten), and a project whose earlier setup stopped half-way is co
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
 import random
@@ -85,7 +86,6 @@ SUMMARY_CLASSES = [
 ]
 SUMMARY_SPEC = LabelSpec.from_classes(SUMMARY_CLASSES, input_fields=["article", *SUMMARY_FIELDS])
 #: Dataset system -> the class naming its position.
-SYSTEM_CLASSES = {system: label.name for system, label in zip(SUMMARY_SYSTEMS, SUMMARY_CLASSES, strict=True)}
 _SOURCE_NOTE = re.compile(r"\(source: (?P<source>.*)\)\s*$")
 
 
@@ -223,10 +223,18 @@ def _news_records(folder: Path) -> list[dict[str, Any]]:
         for key, item in sorted(articles.items(), key=lambda pair: int(pair[0])):
             best = majority_best(item["annotators"])
             record: dict[str, Any] = {"id": f"{outlet}-{key}", "article": item["article"]}
-            for field, system in zip(SUMMARY_FIELDS, SUMMARY_SYSTEMS, strict=True):
+            # Which system's summary sits in which slot is shuffled per article (deterministically), so
+            # "always Summary 1" cannot score well just because one system tends to win.
+            order = sorted(
+                SUMMARY_SYSTEMS,
+                key=lambda system: hashlib.sha256(f"{outlet}-{key}-{system}".encode()).hexdigest(),
+            )
+            for field, system in zip(SUMMARY_FIELDS, order, strict=True):
                 record[field] = item[system]["text"]
+            record["systems"] = ",".join(order)
             record["outlet"] = outlet
-            record["best"] = SYSTEM_CLASSES[best] if best else None
+            slot = {system: label.name for system, label in zip(order, SUMMARY_CLASSES, strict=True)}
+            record["best"] = slot[best] if best else None
             records.append(record)
     return records
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -137,6 +138,16 @@ def test_default_shared_dir(tmp_path: Path) -> None:
 
 
 @needs_shared
+def current_labels_by_id(db: Database, project: str) -> dict[str, str]:
+    """Return {external id: current ground truth} of a project."""
+    from tools.groundtruth import latest_annotations
+    from tools.projects import get_project
+
+    with db.session() as session:
+        project_id = get_project(session, project).id
+        return {task.external_id: ann.value for task, ann in latest_annotations(session, project_id)}
+
+
 def test_shared_datasets(db: Database, settings: Settings) -> None:
     results = {r.name: r for r in setup_demo(db, settings, shared_dir=SHARED)}
 
@@ -150,9 +161,17 @@ def test_shared_datasets(db: Database, settings: Settings) -> None:
         for task in tasks
     )
     assert {task.meta["outlet"] for task in tasks} == {"bbc", "cnn"}
-    # PROVENANCE.md: majority-best gpt3 / brio / t0 = 48+47 / 27+16 / 7+24.
+    # PROVENANCE.md: majority-best gpt3 / brio / t0 = 48+47 / 27+16 / 7+24; the slots are shuffled per
+    # article, so every slot wins sometimes and no slot wins most of the time.
+    labels = current_labels_by_id(db, READER_PREFERENCE)
+    winners = Counter()
+    for task in tasks:
+        if task.external_id in labels:
+            slot = int(labels[task.external_id].split()[-1]) - 1
+            winners[task.meta["systems"].split(",")[slot]] += 1
+    assert winners == {"gpt3": 95, "brio": 43, "t0": 31}
     counts = {c.label: c.count for c in coverage(db, READER_PREFERENCE).classes}
-    assert counts == {"Summary 1": 95, "Summary 2": 43, "Summary 3": 31}
+    assert sum(counts.values()) == 169 and max(counts.values()) < 95
 
     support = results[SUPPORT_INTENTS]
     assert (support.tasks, support.ground_truth) == (12 * 25, 12 * 5)
