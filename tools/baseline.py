@@ -77,6 +77,7 @@ from tools.embeddings import Embedder, FloatMatrix, get_embedder
 from tools.errors import ErrorKind, LabelSpecError, LabelValueError, NotFoundError
 from tools.labelers import LabelerInfo, LabelerKind, LabelOutcome, TaskInput
 from tools.labelspec import PAIRWISE_SIDES, LabelSpec, TaskType
+from tools.prompting import as_text
 from tools.storage import Database, Task
 
 logger = logging.getLogger(__name__)
@@ -135,14 +136,6 @@ class BaselineAnswer:
 # ---------------------------------------------------------------------------------------------- task types
 
 
-def _as_text(value: object) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, str):
-        return value
-    return json.dumps(value, ensure_ascii=False, default=str)
-
-
 def _require_fields(fields: Sequence[str], data: Mapping[str, Any]) -> None:
     missing = [name for name in fields if name not in data]
     if missing:
@@ -157,8 +150,8 @@ def task_text(spec: LabelSpec, data: Mapping[str, Any]) -> str:
     fields = list(spec.input_fields) or list(data)
     _require_fields(fields, data)
     if len(fields) == 1:
-        return _as_text(data[fields[0]])
-    return "\n".join(f"{name}: {_as_text(data[name])}" for name in fields)
+        return as_text(data[fields[0]])
+    return "\n".join(f"{name}: {as_text(data[name])}" for name in fields)
 
 
 def _joined_parts(spec: LabelSpec, data: Mapping[str, Any]) -> tuple[str, ...]:
@@ -168,7 +161,7 @@ def _joined_parts(spec: LabelSpec, data: Mapping[str, Any]) -> tuple[str, ...]:
 def _pair_parts(spec: LabelSpec, data: Mapping[str, Any]) -> tuple[str, ...]:
     left, right = spec.pair_fields()
     _require_fields((left, right), data)
-    return _as_text(data[left]), _as_text(data[right])
+    return as_text(data[left]), as_text(data[right])
 
 
 def _only_part(vectors: FloatMatrix) -> FloatMatrix:

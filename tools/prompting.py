@@ -97,7 +97,7 @@ def render_system_prompt(spec: LabelSpec, config: PromptConfig, *, mode: OutputM
 def render_task(spec: LabelSpec, config: PromptConfig, task_data: Mapping[str, Any]) -> str:
     """Return the user message for one task: each shown field fenced as data."""
     blocks = [
-        f'<field name="{_attribute(name)}">\n{_escape(_as_text(task_data[name]))}\n</field>'
+        f'<field name="{_attribute(name)}">\n{_escape(as_text(task_data[name]))}\n</field>'
         for name in task_fields(spec, config, task_data)
     ]
     return TASK_LEAD + "\n\n" + "\n".join(blocks)
@@ -186,7 +186,8 @@ def _span_source(spec: LabelSpec, data: Mapping[str, Any]) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def _as_text(value: object) -> str:
+def as_text(value: object) -> str:
+    """Return a field value as text: strings as they are, other values as JSON, None as empty."""
     if value is None:
         return ""
     if isinstance(value, str):
