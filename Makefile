@@ -36,6 +36,10 @@ test-fast: install  ## Unit tests only.
 
 bench: install  ## Benchmarks (read ../shared/datasets when present).
 	$(BIN)/python -m evals.bench_import
+	$(BIN)/python -m evals.bench_embeddings
+	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m evals.bench_baseline
+	$(BIN)/python -m evals.bench_engine
+	$(BIN)/python -m evals.bench_engine --faults
 
 lock:  ## Re-resolve the lock from pyproject.toml in a scratch venv (needs the package registries).
 	rm -rf /tmp/labelpilot-lock && $(PYTHON) -m venv /tmp/labelpilot-lock

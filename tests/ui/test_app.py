@@ -303,8 +303,11 @@ def test_chainlit_serves_the_app_from_ui_folder(tmp_path: Path) -> None:
             time.sleep(0.2)
         output = (tmp_path / "server.log").read_text()
         assert status == 200, f"no HTTP 200 within 30 s (exit code {server.poll()}):\n{output}"
+        # Our own server must be the one answering (not another process that held the port).
+        assert server.poll() is None, f"the server exited:\n{output}"
         welcome, reply = _chat_over_socketio(port, "/help")
-        assert "No projects yet" in welcome and "offline mode" in welcome
+        assert "No projects yet" in welcome, welcome
+        assert "offline mode" in welcome, f"{welcome}\n--- server log:\n{output}"
         assert "`/export [format]`" in reply
         assert "Traceback" not in (tmp_path / "server.log").read_text()
     finally:
