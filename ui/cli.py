@@ -21,6 +21,8 @@ from rich.panel import Panel
 from rich.table import Table
 
 from tools.errors import LabelpilotError, LabelSpecError, LabelValueError
+from tools.exporters import ExportFormat
+from tools.importers import ImportFormat
 from tools.settings import Settings
 from tools.storage import Database
 
@@ -261,18 +263,6 @@ def status(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 # ---------------------------------------------------------------- import
 
 
-class ImportFormatChoice(str, Enum):
-    """File formats accepted by `labelpilot import`."""
-
-    csv = "csv"
-    tsv = "tsv"
-    json = "json"
-    jsonl = "jsonl"
-    parquet = "parquet"
-    xlsx = "xlsx"
-    labelstudio = "labelstudio"
-
-
 @app.command("import")
 def import_command(
     file: Annotated[Path, typer.Argument(help="CSV, TSV, JSON, JSONL, Parquet, XLSX or Label Studio JSON.")],
@@ -294,7 +284,7 @@ def import_command(
         str | None, typer.Option("--label-sep", help="Separator of several labels in one cell (multi-label).")
     ] = None,
     fmt: Annotated[
-        ImportFormatChoice | None, typer.Option("--format", help="Override the format guessed from the name.")
+        ImportFormat | None, typer.Option("--format", help="Override the format guessed from the name.")
     ] = None,
     encoding: Annotated[str, typer.Option(help="Text encoding of CSV/TSV/JSON files.")] = "utf-8",
     sheet: Annotated[str | None, typer.Option(help="Excel sheet name (default: the first).")] = None,
@@ -320,7 +310,7 @@ def import_command(
     """Import tasks (and optional ground truth) from a file; re-importing adds nothing new."""
     from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-    from tools.importers import ImportFormat, import_file
+    from tools.importers import import_file
     from tools.projects import create_project, list_projects, resolve_project_name
 
     def action(db: Database) -> Any:
@@ -342,7 +332,7 @@ def import_command(
                 db,
                 name,
                 file,
-                fmt=ImportFormat(fmt.value) if fmt else None,
+                fmt=fmt,
                 fields=_split_csv(fields),
                 id_column=id_column,
                 label_column=label,
@@ -720,23 +710,10 @@ def gt_label(
 # ---------------------------------------------------------------- export
 
 
-class ExportFormatChoice(str, Enum):
-    """Export formats."""
-
-    csv = "csv"
-    jsonl = "jsonl"
-    json = "json"
-    parquet = "parquet"
-    labelstudio = "labelstudio"
-    labelstudio_min = "labelstudio_min"
-
-
 @app.command("export")
 def export_command(
     project: ProjectOpt = None,
-    fmt: Annotated[ExportFormatChoice, typer.Option("--format", "-f", help="Output format.")] = (
-        ExportFormatChoice.csv
-    ),
+    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")] = (ExportFormat.csv),
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output file (default: DATA_FOLDER/exports/...).")
     ] = None,
@@ -752,7 +729,7 @@ def export_command(
     as_json: JsonOpt = False,
 ) -> None:
     """Export tasks with ground truth and predictions (CSV, JSONL, JSON, Parquet, Label Studio)."""
-    from tools.exporters import ExportFormat, export_project
+    from tools.exporters import export_project
     from tools.projects import resolve_project_name
 
     settings = Settings.from_env()
@@ -761,7 +738,7 @@ def export_command(
         return export_project(
             db,
             resolve_project_name(db, project),
-            fmt=ExportFormat(fmt.value),
+            fmt=fmt,
             output=output,
             ground_truth_only=gt_only,
             run_id=run,
