@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import httpx
 import pytest
+import respx
 
 from tools.settings import Settings
 from tools.storage import Database
@@ -31,6 +33,20 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("LABELPILOT_HOME", str(home))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     return home
+
+
+@pytest.fixture
+def api() -> Iterator[respx.MockRouter]:
+    """A respx router for HTTP-level fakes of the OpenAI API; unmatched requests fail."""
+    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
+        yield router
+
+
+@pytest.fixture
+async def http() -> AsyncIterator[httpx.AsyncClient]:
+    """A plain httpx client that respx intercepts (pass it to the chat model factory)."""
+    async with httpx.AsyncClient() as client:
+        yield client
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import httpx
@@ -111,18 +110,6 @@ def test_price_override_as_json_and_bad_files(tmp_path: Path) -> None:
 def version(db: Database) -> VersionInfo:
     create_project(db, "news", spec=SPEC)
     return create_version(db, "news", PromptConfig(instructions="Label the news item.", model=MODEL))
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
-        yield router
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 def llm_labeler(

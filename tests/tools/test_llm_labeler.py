@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,18 +33,6 @@ from tools.versions import PromptConfig, VersionInfo, create_version
 SPEC = LabelSpec.from_classes(["Sports", "World", "Business"], input_fields=["text"])
 MODEL = "gpt-4o-mini"
 PRICE = ModelPrice(input=0.15, cached_input=0.075, output=0.60)
-
-
-@pytest.fixture
-def api() -> Iterator[respx.MockRouter]:
-    with respx.mock(assert_all_called=False, assert_all_mocked=True) as router:
-        yield router
-
-
-@pytest.fixture
-async def http() -> AsyncIterator[httpx.AsyncClient]:
-    async with httpx.AsyncClient() as client:
-        yield client
 
 
 @pytest.fixture
