@@ -274,7 +274,12 @@ def _chat_over_socketio(port: int, text: str) -> tuple[str, str]:
 @pytest.mark.subprocess
 def test_chainlit_serves_the_app_from_ui_folder(tmp_path: Path) -> None:
     port = _free_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("LABELPILOT_", "OPENAI_"))}
+    # CI=true would put Chainlit in its "CI mode", which overwrites OPENAI_API_KEY with a fake key.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith(("LABELPILOT_", "OPENAI_")) and key != "CI"
+    }
     env.update(
         LABELPILOT_HOME=str(tmp_path / "home"),
         # Keep .chainlit/, .files/ and chainlit.md out of the repository.
