@@ -41,7 +41,6 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from enum import Enum
 from pathlib import Path
 from typing import Any, Protocol
@@ -56,6 +55,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from tools.errors import ConfigError, ErrorKind, LabelSpecError, LabelValueError, ModelCallError
 from tools.labelspec import LabelSpec, LabelValue, TaskType, place_spans
+from tools.ratelimit import retry_after_from_headers as retry_after_seconds
 from tools.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -334,37 +334,6 @@ def answer_json(spec: LabelSpec, value: LabelValue, *, reasoning: str | None = N
 
 
 # ---------------------------------------------------------------------- errors
-
-
-def retry_after_seconds(headers: Mapping[str, str]) -> float | None:
-    """Return the server's wait hint in seconds from `retry-after-ms` or `retry-after`, if any."""
-    lower = {k.lower(): v for k, v in headers.items()}
-    milliseconds = _finite_number(lower.get("retry-after-ms"))
-    if milliseconds is not None and milliseconds >= 0:
-        return milliseconds / 1000
-    raw = lower.get("retry-after")
-    if raw is None:
-        return None
-    seconds = _finite_number(raw)
-    if seconds is not None:
-        return max(seconds, 0.0)
-    try:
-        when = parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return max((when - _utcnow()).total_seconds(), 0.0)
-
-
-def _finite_number(text: str | None) -> float | None:
-    if text is None:
-        return None
-    try:
-        number = float(text.strip())
-    except ValueError:
-        return None
-    return number if math.isfinite(number) else None
 
 
 def _status_kind(status: int, body: object) -> ErrorKind:

@@ -142,24 +142,30 @@ def parse_duration(text: str) -> float | None:
     return total if position == len(text) else None
 
 
+def _finite_number(text: str | None) -> float | None:
+    if text is None:
+        return None
+    try:
+        number = float(text.strip())
+    except ValueError:
+        return None
+    return number if math.isfinite(number) else None
+
+
 def retry_after_from_headers(headers: Mapping[str, str]) -> float | None:
     """Return the server's retry hint in seconds from `retry-after-ms` or `retry-after` (seconds or a date)."""
     lowered = _lower_keys(headers)
-    milliseconds = lowered.get("retry-after-ms")
-    if milliseconds is not None:
-        try:
-            return max(0.0, float(milliseconds) / 1000)
-        except ValueError:
-            pass
-    seconds = lowered.get("retry-after")
-    if seconds is None:
+    milliseconds = _finite_number(lowered.get("retry-after-ms"))
+    if milliseconds is not None and milliseconds >= 0:
+        return milliseconds / 1000
+    raw = lowered.get("retry-after")
+    if raw is None:
         return None
+    seconds = _finite_number(raw)
+    if seconds is not None:
+        return max(0.0, seconds)
     try:
-        return max(0.0, float(seconds))
-    except ValueError:
-        pass
-    try:
-        when = parsedate_to_datetime(seconds)
+        when = parsedate_to_datetime(raw)
     except (TypeError, ValueError):
         return None
     if when.tzinfo is None:
