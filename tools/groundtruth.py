@@ -125,6 +125,13 @@ def source_text_for(spec: LabelSpec, task: Task) -> str | None:
     return value if isinstance(value, str) else None
 
 
+def newest_annotation(session: Session, task_id: int) -> Annotation | None:
+    """Return a task's newest annotation row (a deletion included), or None when it never had one."""
+    return session.scalar(
+        select(Annotation).where(Annotation.task_id == task_id).order_by(Annotation.id.desc()).limit(1)
+    )
+
+
 def record_label(
     session: Session,
     *,
@@ -136,9 +143,7 @@ def record_label(
 ) -> Annotation | None:
     """Validate and append a label for a task; return None when it equals the current one."""
     canonical = spec.validate_value(value, source_text=source_text_for(spec, task))
-    current = session.scalar(
-        select(Annotation).where(Annotation.task_id == task.id).order_by(Annotation.id.desc()).limit(1)
-    )
+    current = newest_annotation(session, task.id)
     if current is not None and not current.deleted and current.value == canonical:
         return None
     annotation = Annotation(
@@ -185,9 +190,7 @@ def delete_label(db: Database, project_name: str, task_ref: str, *, author: str 
         project = get_project(session, project_name)
         spec = require_spec(project)
         task = find_task(session, project.id, task_ref)
-        current = session.scalar(
-            select(Annotation).where(Annotation.task_id == task.id).order_by(Annotation.id.desc()).limit(1)
-        )
+        current = newest_annotation(session, task.id)
         if current is None or current.deleted:
             raise NotFoundError(f"task '{task.external_id}' has no ground-truth label to delete")
         session.add(
