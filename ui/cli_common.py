@@ -6,9 +6,10 @@ stdout), 2 usage error.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
@@ -129,3 +130,68 @@ def duration(seconds: float | None) -> str:
     if seconds < 5400:
         return f"{seconds / 60:.1f} min"
     return f"{seconds / 3600:.1f} h"
+
+
+async def with_progress(
+    show: bool, verb: str, work: Callable[[Callable[[Any], None], asyncio.Event], Awaitable[T]]
+) -> T:
+    """Run `work(progress, cancel)` with a progress bar on stderr; Ctrl-C (or SIGTERM) sets `cancel`.
+
+    `progress` takes a `tools.engine.JobProgress`. A second Ctrl-C gets Python's default behaviour.
+    """
+    import signal
+
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    cancel = asyncio.Event()
+    loop = asyncio.get_running_loop()
+
+    def on_signal(number: int) -> None:
+        if not cancel.is_set():
+            cancel.set()
+            err.print("[yellow]Cancelling: finishing the commit... (Ctrl-C again to quit at once)[/]")
+            loop.remove_signal_handler(number)
+
+    for number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(number, on_signal, number)
+    columns = (
+        TextColumn(f"[bold]{verb}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("failed {task.fields[failed]}"),
+        TextColumn("{task.fields[rate]}/s"),
+        TextColumn("ETA {task.fields[eta]}"),
+        TimeElapsedColumn(),
+    )
+    try:
+        with Progress(*columns, console=err, disable=not show) as bar:
+            task = bar.add_task(verb, total=None, failed=0, rate="-", eta="-")
+
+            def update(progress: Any) -> None:
+                bar.update(
+                    task,
+                    total=progress.total,
+                    completed=progress.done + progress.failed,
+                    failed=progress.failed,
+                    rate=f"{progress.rate_per_s:,.1f}",
+                    eta=duration(progress.eta_s),
+                )
+
+            return await work(update, cancel)
+    finally:
+        for number in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(number)
+
+
+def read_text(path: Path) -> str:
+    """Read a UTF-8 text file given to a command (a clear InputFileError when it cannot be read)."""
+    from tools.errors import InputFileError
+
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise InputFileError("file not found", path=path) from None
+    except UnicodeDecodeError as exc:
+        raise InputFileError(f"not UTF-8 text ({exc.reason})", path=path) from None
+    except OSError as exc:
+        raise InputFileError(f"cannot read the file: {exc.strerror}", path=path) from None
