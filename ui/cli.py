@@ -20,7 +20,7 @@ from tools.exporters import ExportFormat
 from tools.importers import ImportFormat
 from tools.settings import Settings
 from tools.storage import Database
-from ui import cli_label
+from ui import cli_eval, cli_label, cli_prompt
 from ui.cli_common import (
     JsonOpt,
     ProjectOpt,
@@ -30,12 +30,13 @@ from ui.cli_common import (
     err,
     open_db,
     out,
+    read_text,
     run_command,
     short,
     split_csv,
 )
 
-__all__ = ["app", "cli_label", "main"]
+__all__ = ["app", "cli_eval", "cli_label", "cli_prompt", "main"]
 
 project_app = typer.Typer(help="Create, list and inspect projects.", no_args_is_help=True)
 schema_app = typer.Typer(help="Set or show a project's label schema.", no_args_is_help=True)
@@ -338,8 +339,8 @@ def schema_set(
                 "say what the labels are with exactly one of --classes, --classes-file or --config"
             )
         if config is not None:
-            return LabelSpec.from_label_config(_read_text(config))
-        text = classes if classes is not None else _read_text(classes_file)  # type: ignore[arg-type]
+            return LabelSpec.from_label_config(read_text(config))
+        text = classes if classes is not None else read_text(classes_file)  # type: ignore[arg-type]
         spec = LabelSpec.from_classes(parse_class_list(text), type=TaskType(schema_type.value))
         if span_field:
             spec = spec.model_copy(update={"span_field": span_field})
@@ -355,19 +356,6 @@ def schema_set(
         _render_spec(LabelSpec.model_validate(result["label_spec"]))
 
     run_command(as_json, action, render)
-
-
-def _read_text(path: Path) -> str:
-    from tools.errors import InputFileError
-
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InputFileError("file not found", path=path) from None
-    except UnicodeDecodeError as exc:
-        raise InputFileError(f"not UTF-8 text ({exc.reason})", path=path) from None
-    except OSError as exc:
-        raise InputFileError(f"cannot read the file: {exc.strerror}", path=path) from None
 
 
 @schema_app.command("show")
@@ -514,6 +502,85 @@ def _render_coverage(cov: Any) -> None:
         out.print(f"[yellow]No examples yet for:[/] {', '.join(cov.missing_classes)}")
 
 
+def _render_splits(summary: Any) -> None:
+    if summary.assigned_now:
+        out.print(f"Assigned {summary.assigned_now:,} item(s) to splits (seed {summary.seed}).")
+    table = Table("split", "items", "95% interval width at 50%", "per label")
+    for entry in summary.splits:
+        labels = ", ".join(f"{k} {v}" for k, v in sorted(entry.per_label.items()))
+        width = f"±{entry.interval_width / 2:.0%}" if entry.interval_width is not None else "-"
+        table.add_row(entry.split.value, f"{entry.items:,}", width, short(labels, 70))
+    out.print(table)
+    for warning in summary.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+
+
+@gt_app.command("split")
+def gt_split(
+    ratios: Annotated[
+        str, typer.Option("--ratios", help="train,dev,test shares (normalised), e.g. 0.6,0.2,0.2.")
+    ] = "0.6,0.2,0.2",
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the assignment (same seed, same splits).")] = 0,
+    reset: Annotated[
+        bool, typer.Option("--reset", help="Re-assign every item (items may move between splits).")
+    ] = False,
+    show_only: Annotated[bool, typer.Option("--show", help="Only show the current splits.")] = False,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Split the ground truth into train / dev / test, stratified by label and seeded.
+
+    Items keep their split once given; run it again after labeling more to assign the new items.
+    """
+    from tools.errors import ConfigError
+    from tools.projects import resolve_project_name
+    from tools.splits import assign_splits, split_summary
+
+    def action(db: Database) -> Any:
+        name = resolve_project_name(db, project)
+        if show_only:
+            return split_summary(db, name)
+        try:
+            parts = [float(p) for p in ratios.split(",")]
+        except ValueError:
+            raise ConfigError(
+                f"--ratios must be three numbers separated by commas, got '{ratios}'",
+                hint="for example --ratios 0.6,0.2,0.2",
+            ) from None
+        return assign_splits(db, name, ratios=parts, seed=seed, reset=reset)
+
+    run_command(as_json, action, _render_splits)
+
+
+@gt_app.command("suspects")
+def gt_suspects_command(
+    min_runs: Annotated[
+        int, typer.Option("--min-runs", min=1, help="Evaluations that must agree the label is wrong.")
+    ] = 2,
+    min_confidence: Annotated[
+        float, typer.Option("--min-confidence", min=0, max=1, help="Mean confidence they must have.")
+    ] = 0.7,
+    limit: Annotated[int, typer.Option("--limit", min=1)] = 50,
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Ground-truth sanity check: items several evaluations confidently label otherwise (re-check them)."""
+    from evals.evaluate import gt_suspects
+    from tools.projects import resolve_project_name
+
+    run_command(
+        as_json,
+        lambda db: gt_suspects(
+            db,
+            resolve_project_name(db, project),
+            min_runs=min_runs,
+            min_confidence=min_confidence,
+            limit=limit,
+        ),
+        cli_eval.render_suspects,
+    )
+
+
 @gt_app.command("show")
 def gt_show(
     task: Annotated[str | None, typer.Argument(help="A task id for its history (default: coverage).")] = None,
@@ -629,10 +696,31 @@ def gt_label(
 # ---------------------------------------------------------------- export
 
 
+_EXPORT_EXTENSIONS = {
+    ".csv": ExportFormat.csv,
+    ".jsonl": ExportFormat.jsonl,
+    ".ndjson": ExportFormat.jsonl,
+    ".json": ExportFormat.json,
+    ".parquet": ExportFormat.parquet,
+}
+
+
+def _export_format_of(output: Path | None) -> ExportFormat:
+    """The export format an output file name implies (csv when it implies none)."""
+    if output is None:
+        return ExportFormat.csv
+    return _EXPORT_EXTENSIONS.get(output.suffix.lower(), ExportFormat.csv)
+
+
 @app.command("export")
 def export_command(
     project: ProjectOpt = None,
-    fmt: Annotated[ExportFormat, typer.Option("--format", "-f", help="Output format.")] = (ExportFormat.csv),
+    fmt: Annotated[
+        ExportFormat | None,
+        typer.Option(
+            "--format", "-f", help="Output format (default: from the --output extension, else csv)."
+        ),
+    ] = None,
     output: Annotated[
         Path | None, typer.Option("--output", "-o", help="Output file (default: DATA_FOLDER/exports/...).")
     ] = None,
@@ -657,7 +745,7 @@ def export_command(
         return export_project(
             db,
             resolve_project_name(db, project),
-            fmt=fmt,
+            fmt=fmt or _export_format_of(output),
             output=output,
             ground_truth_only=gt_only,
             run_id=run,

@@ -107,6 +107,10 @@ def test_the_whole_loop_from_the_command_line(home: Path, reviews_csv: Path, tmp
     with out.open(encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 10 and {"id", "text", "label"} <= set(rows[0])
+    # Without --format the output's extension decides.
+    lines = tmp_path / "out.jsonl"
+    assert run_json("export", "--output", str(lines), "--gt-only", home=home)["format"] == "jsonl"
+    assert len([json.loads(line) for line in lines.read_text(encoding="utf-8").splitlines()]) == 10
 
     status = run_json("status", home=home)
     assert status["project"]["ground_truth_count"] == 10 and status["model_configured"] is False
