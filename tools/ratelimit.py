@@ -14,7 +14,8 @@ retries lost up to 61% of a bulk job to final 429s, and a fixed-rate limiter ran
 How a slot is granted, in order:
 
 1. a concurrency slot under the current adaptive limit (AIMD: halved on a fresh 429, +1 after a window of
-   successes, between 1 and `max_concurrency`);
+   successes, between 1 and `max_concurrency`); a 429 whose `x-ratelimit-remaining-*` headers still report
+   room for every request in flight is not taken as a sign of our pace (it is only retried with backoff);
 2. the end of the shared cooldown that a 429 starts (the server's `retry_after`, or a jittered backoff);
 3. one request from a token bucket refilled continuously at `rpm` (and the estimated tokens from one at
    `tpm`), with a burst allowance of `burst_seconds` of the rate.
@@ -275,6 +276,9 @@ class RateStats(BaseModel):
     failures: dict[str, int]
     rate_limited: int
     decreases: int
+    spurious_429s: int = Field(
+        default=0, description="429s that came with a healthy budget in their headers."
+    )
     cooldowns: int
     cooldown_seconds: float = Field(description="Total length of the cooldowns started.")
     cooldown_remaining: float
@@ -380,6 +384,7 @@ class RateController:
         self._succeeded = 0
         self._failures: Counter[str] = Counter()
         self._decreases = 0
+        self._spurious_429s = 0
         self._cooldowns = 0
         self._cooldown_seconds = 0.0
 
@@ -407,6 +412,7 @@ class RateController:
             failures=dict(self._failures),
             rate_limited=self._failures[ErrorKind.rate_limited.value],
             decreases=self._decreases,
+            spurious_429s=self._spurious_429s,
             cooldowns=self._cooldowns,
             cooldown_seconds=self._cooldown_seconds,
             cooldown_remaining=max(0.0, self._cooldown_until - now),
@@ -473,10 +479,23 @@ class RateController:
                 self._successes_since_increase = 0
                 self._capacity_freed.set()
 
+    def _budget_left(self, headers: Mapping[str, str], estimated_tokens: int) -> bool:
+        """Whether a refusal's headers report room for every request we have in flight (and their tokens)."""
+        requests = HeaderBudget.from_headers(headers, "requests")
+        if requests is None or requests.remaining < max(1, self._in_flight):
+            return False
+        tokens = HeaderBudget.from_headers(headers, "tokens")
+        return tokens is None or tokens.remaining >= max(1, estimated_tokens * self._in_flight)
+
     def _on_failure(self, slot: Slot, error: ModelCallError) -> None:
         now = self._clock()
         self._failures[error.kind.value] += 1
         if error.kind not in CONGESTION_KINDS:
+            return
+        if self._budget_left(error.headers or {}, slot.estimated_tokens):
+            # The server refused while reporting plenty of budget left (overload elsewhere, a burst limit, a
+            # fault): not our pace's fault, so the request is retried with backoff and the pace is kept.
+            self._spurious_429s += 1
             return
         # Requests sent before the last decrease saw the old, too-high pace: their 429s are the same signal,
         # so they may extend the pause to the server's hint but not shrink the limit again.

@@ -240,6 +240,33 @@ async def test_429_halves_the_limit_pauses_everyone_and_recovers() -> None:
     assert controller.stats().decreases == 1
 
 
+async def test_a_429_with_budget_left_keeps_the_pace() -> None:
+    clock = FakeClock()
+    controller = controller_on(clock, rpm=60_000, max_concurrency=8)
+    budget = {
+        "x-ratelimit-limit-requests": "600",
+        "x-ratelimit-remaining-requests": "590",
+        "x-ratelimit-reset-requests": "1s",
+    }
+    healthy = ModelCallError(
+        "429", kind=ErrorKind.rate_limited, retry_after=1.0, status_code=429, headers=budget
+    )
+    async with controller.slot() as slot:
+        slot.failure(healthy)
+    stats = controller.stats()
+    assert stats.concurrency_limit == 8 and stats.cooldowns == 0 and stats.spurious_429s == 1
+    # The same refusal with the budget used up is congestion: halve and pause.
+    spent = {**budget, "x-ratelimit-remaining-requests": "0"}
+    async with controller.slot() as slot:
+        slot.failure(
+            ModelCallError(
+                "429", kind=ErrorKind.rate_limited, retry_after=1.0, status_code=429, headers=spent
+            )
+        )
+    stats = controller.stats()
+    assert stats.concurrency_limit == 4 and stats.cooldowns == 1 and stats.decreases == 1
+
+
 async def test_stale_429s_do_not_shrink_the_limit_again() -> None:
     clock = FakeClock()
     controller = controller_on(clock, rpm=60_000, max_concurrency=16)
