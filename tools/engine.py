@@ -24,6 +24,9 @@ offline baseline) owns only how a window of tasks gets its outcomes (see `tools.
   every other task would fail the same way.
 - **Cancel.** Setting `cancel` (or `cancel_job`) stops dispatching, cancels in-flight labeler calls (their
   tasks are NOT stored, so a resume labels them) and stores every outcome that had completed.
+- **Slow windows.** A window may yield nothing for hours (the Batch API labeler polls until its batch is
+  done): the commits on the `commit_seconds` clock go on without outcomes, so the heartbeat stays fresh and
+  a cancel request from another process is still seen within about a second.
 
 Concurrency of the read-modify-write of `Run.stats` (the engine's commits against `cancel_job` from another
 process): both first run a no-op UPDATE of the run row, which takes SQLite's write lock / PostgreSQL's row
@@ -1021,7 +1024,8 @@ async def run_job(
     Args:
         db: the database holding the project; predictions and the run are written to it.
         project: the project's name or id.
-        labeler: any `Labeler` (LLM prompt version, offline baseline).
+        labeler: any `Labeler` (LLM prompt version, offline baseline, Batch API). One with a `bind_run(run_id)`
+            method is told the run it labels for once the run is claimed (the Batch API records it).
         scope: which tasks (default: all of them).
         kind: `label` (bulk) or `eval` (evaluation on ground truth).
         progress: called with a `JobProgress` at most every 0.1 s and once at the end.
@@ -1063,6 +1067,9 @@ async def run_job(
             ),
         )
     plan = dataclasses.replace(plan, run_id=claimed_id, run_status=RunStatus.running)
+    bind = getattr(labeler, "bind_run", None)
+    if callable(bind):
+        bind(claimed_id)
     job = _Job(
         db,
         plan,

@@ -10,6 +10,11 @@
 - `label_call`: send one labeling request, parse and validate the JSON with the `LabelSpec`, make ONE repair
   attempt (the bad reply goes back with the reason), place spans, compute a confidence from token logprobs,
   and report usage, latency and response headers. Every failure is a `ModelCallError` with a kind.
+  It can also start from a reply received without a request (`first=`, a Batch API result; `read_reply`
+  reads one without sending anything): then only the repair, if needed, is sent live.
+- For the Batch API (`tools.batch_api`): `request_payload` is the exact body the live path sends,
+  `message_from_completion` turns a result line's body into the message a live call returns, and
+  `openai_client` is the SDK client of the chat model (no second configuration path).
 
 Decisions:
 - Span items the model returns as `{text, label}` are placed with `place_spans`. Items that cannot be placed
@@ -27,6 +32,10 @@ Decisions:
   (a joint probability would shrink with the length of the answer). `None`, never 0, when the server sent no
   logprobs or its tokens do not spell the reply text (e.g. tool-call arguments on most servers). The closing
   quote is not counted, so a class that is a prefix of another ("Sport"/"Sports") is over-estimated slightly.
+  For choices, pairwise and ratings each token's probability is renormalised over the alternatives the
+  server lists (`top_logprobs`) that could still spell an allowed value: servers that constrain output with a
+  grammar (llama.cpp) report the unconstrained distribution, where an allowed label may get 1e-6 while the
+  model has no other legal choice; on servers whose logprobs are already constrained this changes nothing.
 """
 
 from __future__ import annotations
@@ -54,7 +63,7 @@ from langchain_openai import ChatOpenAI
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from tools.errors import ConfigError, ErrorKind, LabelSpecError, LabelValueError, ModelCallError
-from tools.labelspec import LabelSpec, LabelValue, TaskType, place_spans
+from tools.labelspec import PAIRWISE_SIDES, LabelSpec, LabelValue, TaskType, place_spans
 from tools.ratelimit import retry_after_from_headers as retry_after_seconds
 from tools.settings import Settings
 
@@ -370,15 +379,7 @@ def to_model_call_error(exc: BaseException) -> ModelCallError:
         return ModelCallError(f"cannot reach the model endpoint: {exc}", kind=kind, hint=_KIND_HINTS[kind])
     if isinstance(exc, openai.APIStatusError):
         headers = {k.lower(): v for k, v in exc.response.headers.items()}
-        kind = _status_kind(exc.status_code, exc.body)
-        return ModelCallError(
-            f"the model endpoint answered HTTP {exc.status_code}: {_shorten(exc.message)}",
-            kind=kind,
-            retry_after=retry_after_seconds(headers),
-            status_code=exc.status_code,
-            headers=headers,
-            hint=_KIND_HINTS.get(kind),
-        )
+        return status_error(exc.status_code, exc.body, exc.message, headers=headers)
     if isinstance(exc, openai.LengthFinishReasonError):
         return _truncated()
     if isinstance(exc, openai.ContentFilterFinishReasonError):
@@ -386,6 +387,28 @@ def to_model_call_error(exc: BaseException) -> ModelCallError:
             "the reply was stopped by the provider's content filter", kind=ErrorKind.invalid_output
         )
     return ModelCallError(f"the model call failed: {_shorten(str(exc))}", kind=ErrorKind.server_error)
+
+
+def status_error(
+    status: int,
+    body: object,
+    message: str,
+    *,
+    headers: Mapping[str, str] | None = None,
+    source: str = "the model endpoint answered",
+) -> ModelCallError:
+    """Return the `ModelCallError` of an HTTP error reply; `body` is its JSON error object (the kind reads
+    its `code`), `source` starts the message (a Batch API result line says where it came from)."""
+    found = dict(headers or {})
+    kind = _status_kind(status, body)
+    return ModelCallError(
+        f"{source} HTTP {status}: {_shorten(message)}",
+        kind=kind,
+        retry_after=retry_after_seconds(found),
+        status_code=status,
+        headers=found,
+        hint=_KIND_HINTS.get(kind),
+    )
 
 
 def _truncated() -> ModelCallError:
@@ -439,7 +462,11 @@ async def _request(
             f"the endpoint's reply is not a chat completion ({type(exc).__name__}: {_shorten(str(exc))})",
             kind=ErrorKind.server_error,
         ) from exc
-    latency_ms = (time.perf_counter() - started) * 1000
+    return _response(message, latency_ms=(time.perf_counter() - started) * 1000)
+
+
+def _response(message: AIMessage, *, latency_ms: float) -> _Response:
+    """Check a reply (cut off, refused) and read its text; raise ModelCallError when it cannot be used."""
     if message.response_metadata.get("finish_reason") == "length":
         raise _truncated()
     refusal = message.additional_kwargs.get("refusal")
@@ -449,6 +476,64 @@ async def _request(
         )
     raw_text, from_tool_call = _reply_text(message)
     return _Response(message=message, raw_text=raw_text, from_tool_call=from_tool_call, latency_ms=latency_ms)
+
+
+# ---------------------------------------------------------------------- requests sent elsewhere (Batch API)
+
+
+def _chat_openai(model: BaseChatModel) -> ChatOpenAI:
+    if not isinstance(model, ChatOpenAI):
+        raise TypeError(f"the Batch API needs a ChatOpenAI model, not {type(model).__name__}")
+    return model
+
+
+def request_payload(
+    model: BaseChatModel, messages: Sequence[BaseMessage], options: Mapping[str, Any]
+) -> dict[str, Any]:
+    """Return the JSON body a live call of `model` with `options` sends to /chat/completions.
+
+    Built by the chat model itself (`_get_request_payload`), with `extra_body` merged in the way the SDK
+    merges it and without `stream`: a Batch API line carries exactly the request the live path sends.
+    """
+    payload = _chat_openai(model)._get_request_payload(list(messages), **options)
+    payload.pop("stream", None)
+    extra = payload.pop("extra_body", None) or {}
+    payload.update(extra)
+    return payload
+
+
+def openai_client(model: BaseChatModel) -> openai.AsyncOpenAI:
+    """Return the SDK client a chat model talks through (same key, base URL and HTTP client)."""
+    client = _chat_openai(model).root_async_client
+    if not isinstance(client, openai.AsyncOpenAI):
+        raise TypeError("the chat model has no async OpenAI client")
+    return client
+
+
+def message_from_completion(model: BaseChatModel, body: Mapping[str, Any]) -> AIMessage:
+    """Return the message a live call would have returned for a chat.completion `body` received elsewhere
+    (a Batch API result line): the chat model parses it, and finish reason, logprobs, token usage and model
+    name land in `response_metadata` as `BaseChatModel` puts them there."""
+    try:
+        result = _chat_openai(model)._create_chat_result(dict(body))
+        generation = result.generations[0]
+    except (AttributeError, IndexError, KeyError, TypeError, ValueError) as exc:
+        raise ModelCallError(
+            f"the batch result is not a chat completion ({type(exc).__name__}: {_shorten(str(exc))})",
+            kind=ErrorKind.server_error,
+        ) from exc
+    message = generation.message
+    if not isinstance(message, AIMessage):
+        raise ModelCallError(
+            f"the batch result holds a {type(message).__name__}, not an assistant message",
+            kind=ErrorKind.server_error,
+        )
+    message.response_metadata = {
+        **(result.llm_output or {}),
+        **(generation.generation_info or {}),
+        **message.response_metadata,
+    }
+    return message
 
 
 def _reply_text(message: AIMessage) -> tuple[str, bool]:
@@ -557,6 +642,17 @@ class LabelReply(BaseModel):
     headers: dict[str, str] = Field(default_factory=dict)
 
 
+def token_usage(message: AIMessage) -> tuple[int, int, int]:
+    """Return (input, output, cached input) tokens a reply reports (zeros when it reports none)."""
+    usage: Mapping[str, Any] = message.usage_metadata or {}
+    details = usage.get("input_token_details") or {}
+    return (
+        int(usage.get("input_tokens") or 0),
+        int(usage.get("output_tokens") or 0),
+        int(details.get("cache_read") or 0),
+    )
+
+
 @dataclass
 class _Usage:
     input_tokens: int = 0
@@ -565,12 +661,70 @@ class _Usage:
     latency_ms: float = 0.0
 
     def add(self, response: _Response) -> None:
-        usage: Mapping[str, Any] = response.message.usage_metadata or {}
-        self.input_tokens += int(usage.get("input_tokens") or 0)
-        self.output_tokens += int(usage.get("output_tokens") or 0)
-        details = usage.get("input_token_details") or {}
-        self.cached_tokens += int(details.get("cache_read") or 0)
+        input_tokens, output_tokens, cached_tokens = token_usage(response.message)
+        self.input_tokens += input_tokens
+        self.output_tokens += output_tokens
+        self.cached_tokens += cached_tokens
         self.latency_ms += response.latency_ms
+
+
+def _require_source_text(spec: LabelSpec, source_text: str | None) -> None:
+    if spec.type is TaskType.spans and source_text is None:
+        raise LabelSpecError(
+            "labeling spans needs the source text the offsets refer to", hint="pass source_text"
+        )
+
+
+def _label_reply(
+    spec: LabelSpec,
+    response: _Response,
+    answer: _Accepted,
+    usage: _Usage,
+    *,
+    mode: OutputMode,
+    logprobs: bool,
+    repaired: bool,
+) -> LabelReply:
+    confidence = (
+        confidence_from_logprobs(spec, response.raw_text, response.token_logprobs) if logprobs else None
+    )
+    return LabelReply(
+        value=answer.value,
+        reasoning=answer.reasoning,
+        confidence=confidence,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        cached_tokens=usage.cached_tokens,
+        latency_ms=usage.latency_ms,
+        raw_text=response.raw_text,
+        mode=mode,
+        repaired=repaired,
+        unplaced_spans=answer.unplaced,
+        headers=response.headers,
+    )
+
+
+def read_reply(
+    spec: LabelSpec,
+    message: AIMessage,
+    *,
+    mode: OutputMode,
+    logprobs: bool = False,
+    source_text: str | None = None,
+) -> LabelReply | None:
+    """Read a reply that arrived without a request of ours (a Batch API result): the validated answer, or
+    None when it is unusable and needs the repair request `label_call(..., first=message)` sends.
+
+    Raises `ModelCallError` for a reply that no repair helps (cut off at the token limit, refused).
+    """
+    _require_source_text(spec, source_text)
+    response = _response(message, latency_ms=0.0)
+    answer = _interpret(spec, response.raw_text, source_text)
+    if isinstance(answer, _Rejected):
+        return None
+    usage = _Usage()
+    usage.add(response)
+    return _label_reply(spec, response, answer, usage, mode=mode, logprobs=logprobs, repaired=False)
 
 
 async def label_call(
@@ -582,56 +736,43 @@ async def label_call(
     reasoning: bool = False,
     logprobs: bool = False,
     source_text: str | None = None,
+    first: AIMessage | None = None,
 ) -> LabelReply:
     """Ask the model to label one task and return the validated answer, or raise `ModelCallError`.
 
     `source_text` is the text span offsets refer to (required for spans). An unusable reply gets one repair
     attempt; HTTP and SDK failures are mapped to error kinds (rate limits keep `retry_after` and headers).
+    `first` is a reply already received for `messages` (a Batch API result): no request is sent for it, and
+    only its repair, if it needs one, goes to `model` (live). Token counts include both replies.
     """
-    if spec.type is TaskType.spans and source_text is None:
-        raise LabelSpecError(
-            "labeling spans needs the source text the offsets refer to", hint="pass source_text"
-        )
+    _require_source_text(spec, source_text)
     options = request_options(spec, mode=mode, reasoning=reasoning, logprobs=logprobs)
     usage = _Usage()
-    response = await _request(model, messages, options)
+    if first is None:
+        response = await _request(model, messages, options)
+    else:
+        response = _response(first, latency_ms=0.0)
     usage.add(response)
-    outcome = _interpret(spec, response.raw_text, source_text)
+    answer = _interpret(spec, response.raw_text, source_text)
     repaired = False
-    if isinstance(outcome, _Rejected):
+    if isinstance(answer, _Rejected):
         conversation = [
             *messages,
             AIMessage(content=response.raw_text or "(empty reply)"),
-            HumanMessage(content=_repair_request(outcome.reason, mode, spec)),
+            HumanMessage(content=_repair_request(answer.reason, mode, spec)),
         ]
         response = await _request(model, conversation, options)
         usage.add(response)
         repaired = True
-        outcome = _interpret(spec, response.raw_text, source_text)
-        if isinstance(outcome, _Rejected):
+        answer = _interpret(spec, response.raw_text, source_text)
+        if isinstance(answer, _Rejected):
             raise ModelCallError(
-                f"the model's answer is unusable even after a repair attempt: {outcome.reason}; "
+                f"the model's answer is unusable even after a repair attempt: {answer.reason}; "
                 f"reply: {_shorten(response.raw_text, 200)!r}",
-                kind=outcome.kind,
+                kind=answer.kind,
                 hint="make the instructions clearer or use a stronger model",
             )
-    confidence = (
-        confidence_from_logprobs(spec, response.raw_text, response.token_logprobs) if logprobs else None
-    )
-    return LabelReply(
-        value=outcome.value,
-        reasoning=outcome.reasoning,
-        confidence=confidence,
-        input_tokens=usage.input_tokens,
-        output_tokens=usage.output_tokens,
-        cached_tokens=usage.cached_tokens,
-        latency_ms=usage.latency_ms,
-        raw_text=response.raw_text,
-        mode=mode,
-        repaired=repaired,
-        unplaced_spans=outcome.unplaced,
-        headers=response.headers,
-    )
+    return _label_reply(spec, response, answer, usage, mode=mode, logprobs=logprobs, repaired=repaired)
 
 
 # ---------------------------------------------------------------------- confidence from logprobs
@@ -708,27 +849,109 @@ def _value_units(spec: LabelSpec, raw: str) -> list[tuple[int, int]]:
     return [(s, e) for s, e in units if e > s]
 
 
-def _token_byte_ranges(raw: str, tokens: Sequence[Mapping[str, Any]]) -> list[tuple[int, int, float]] | None:
+@dataclass
+class _TokenAt:
+    """One reply token placed at its byte range, with the alternatives the server listed."""
+
+    first: int
+    last: int
+    logprob: float
+    alternatives: list[tuple[bytes, float]]
+
+
+def _token_bytes(token: Mapping[str, Any]) -> bytes:
+    spelled = token.get("bytes")
+    return bytes(spelled) if isinstance(spelled, list) else str(token.get("token", "")).encode()
+
+
+def _token_byte_ranges(raw: str, tokens: Sequence[Mapping[str, Any]]) -> list[_TokenAt] | None:
     """Place each token at its byte range in the UTF-8 reply; None when the tokens do not spell it."""
-    pieces: list[tuple[bytes, float]] = []
+    pieces: list[tuple[bytes, float, list[tuple[bytes, float]]]] = []
     for token in tokens:
         logprob = token.get("logprob")
-        spelled = token.get("bytes")
-        data = bytes(spelled) if isinstance(spelled, list) else str(token.get("token", "")).encode()
         if not isinstance(logprob, int | float) or not math.isfinite(logprob):
             return None
-        pieces.append((data, float(logprob)))
-    joined = b"".join(p for p, _ in pieces)
+        alternatives = [
+            (_token_bytes(alt), float(alt["logprob"]))
+            for alt in token.get("top_logprobs") or []
+            if isinstance(alt, Mapping)
+            and isinstance(alt.get("logprob"), int | float)
+            and math.isfinite(alt["logprob"])
+        ]
+        pieces.append((_token_bytes(token), float(logprob), alternatives))
+    joined = b"".join(p for p, _, _ in pieces)
     target = raw.encode()
     offset = joined.find(target) if target else -1
     if offset < 0:
         return None
-    ranges: list[tuple[int, int, float]] = []
+    ranges: list[_TokenAt] = []
     position = -offset
-    for data, logprob in pieces:
-        ranges.append((position, position + len(data), logprob))
+    for data, logprob, alternatives in pieces:
+        ranges.append(_TokenAt(position, position + len(data), logprob, alternatives))
         position += len(data)
     return ranges
+
+
+#: Bytes that end an unquoted JSON value (a rating).
+_VALUE_END = frozenset(b" \t\r\n,}]")
+
+
+def _allowed_texts(spec: LabelSpec) -> list[bytes] | None:
+    """The spellings (inside the JSON text, quotes excluded) of every allowed value of a choice-like spec."""
+    if spec.type in (TaskType.single_choice, TaskType.multi_choice):
+        names = spec.class_names()
+    elif spec.type is TaskType.pairwise:
+        names = list(PAIRWISE_SIDES)
+    elif spec.type is TaskType.rating:
+        names = [str(n) for n in range(1, (spec.max_rating or 5) + 1)]
+    else:
+        return None
+    # As json.dumps writes them inside the quotes (a quote or backslash in a label is escaped).
+    return [json.dumps(name, ensure_ascii=False)[1:-1].encode() for name in names] if names else None
+
+
+def _renormalised(token: _TokenAt, raw: bytes, low: int, allowed: Sequence[bytes], quoted: bool) -> float:
+    """The token's logprob renormalised over the alternatives that can still spell an allowed value.
+
+    Allowed values that no listed alternative could start are counted with the smallest listed probability
+    (an upper bound of their mass), so a token the grammar forced on an unwilling model stays improbable.
+    """
+    if not token.alternatives:
+        return token.logprob
+    before = raw[token.first : low] if token.first < low else b""  # e.g. the opening quote
+    prefix = raw[low : token.first] if token.first > low else b""
+    open_values = [value for value in allowed if value.startswith(prefix)]
+
+    def spelled(alternative: bytes) -> list[bytes]:
+        """The allowed values an alternative token is consistent with (none: illegal here)."""
+        if not alternative.startswith(before):
+            return []
+        part = alternative[len(before) :]
+        cut = next(
+            (i for i, byte in enumerate(part) if (byte == 0x22 if quoted else byte in _VALUE_END)),
+            None,
+        )
+        text = prefix + (part if cut is None else part[:cut])
+        if cut is None:
+            return [value for value in open_values if value.startswith(text)]
+        return [value for value in open_values if value == text]
+
+    chosen = raw[max(token.first, 0) : token.last]
+    listed = list(token.alternatives)
+    if all(alternative != chosen for alternative, _ in listed):
+        listed.append((chosen, token.logprob))
+    total = 0.0
+    reached: set[bytes] = set(spelled(chosen))
+    for alternative, logprob in listed:
+        values = spelled(alternative)
+        if values:
+            total += math.exp(logprob)
+            reached.update(values)
+    smallest = min(math.exp(logprob) for _, logprob in token.alternatives)
+    total += smallest * len([value for value in open_values if value not in reached])
+    if total <= 0:
+        return token.logprob
+    return min(0.0, token.logprob - math.log(total))
 
 
 def _joint(logprobs: list[float]) -> float:
@@ -762,12 +985,16 @@ def confidence_from_logprobs(
     if ranges is None or not units:
         return None
     rule = _CONFIDENCE_RULES[spec.type]
+    allowed = _allowed_texts(spec)
+    raw = raw_text.encode()
     scores: list[float] = []
     for start, end in units:
         low, high = len(raw_text[:start].encode()), len(raw_text[:end].encode())
-        covered = [lp for first, last, lp in ranges if first < high and last > low]
-        if not covered:
+        tokens = [t for t in ranges if t.first < high and t.last > low]
+        if not tokens:
             return None
+        quoted = start > 0 and raw_text[start - 1] == '"'
+        covered = [_renormalised(t, raw, low, allowed, quoted) if allowed else t.logprob for t in tokens]
         scores.append(rule(covered))
     return min(max(sum(scores) / len(scores), 0.0), 1.0)
 

@@ -17,6 +17,10 @@ For each window of tasks (`label`):
 5. successful replies are written to the response cache (in small batches) and costed with the price table.
 
 Outcomes are yielded as they complete. Cancelling the consumer cancels the calls in flight.
+
+Steps 2-3 (`plan`, `triage`), the reply handling of step 4 for a reply that came through the Batch API
+(`read_received`; `repair_received` sends its repair live through the same controller) and the cache of
+step 5 (`flush_cache`) are public: `tools.batch_api.BatchLabeler` reuses them.
 """
 
 from __future__ import annotations
@@ -47,6 +51,8 @@ from tools.llm import (
     endpoint_key,
     label_call,
     model_factory,
+    read_reply,
+    token_usage,
 )
 from tools.prompting import TOKENS_PER_MESSAGE, Example, estimate_prompt_tokens, render_messages
 from tools.ratelimit import Backoff, RateController, RateLimits
@@ -68,8 +74,8 @@ Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass
-class _Planned:
-    """One task's request, ready to send (or an outcome already decided)."""
+class PlannedRequest:
+    """One task's request, ready to send: its messages, response-cache key, few-shot examples, span text."""
 
     task: TaskInput
     messages: list[BaseMessage]
@@ -77,6 +83,14 @@ class _Planned:
     examples: list[str] | None
     source_text: str | None
     estimated_tokens: int
+
+
+@dataclass(frozen=True)
+class _Received:
+    """A reply that came without a request of ours (a Batch API result) and the price factor of its tokens."""
+
+    message: AIMessage
+    price_factor: float
 
 
 def _hash_json(value: object) -> str:
@@ -171,28 +185,40 @@ class LLMLabeler:
         if not tasks:
             return
         capabilities = await self.capabilities()
-        planned: list[_Planned] = []
-        for task in tasks:
-            plan = await self._plan(task, capabilities.mode)
-            if isinstance(plan, LabelOutcome):
-                yield plan
-            else:
-                planned.append(plan)
-        hits = self._cached_responses([p.key for p in planned])
         calls: list[asyncio.Task[LabelOutcome]] = []
-        for plan in planned:
-            if plan.key in hits:
-                yield self._from_cache(plan, hits[plan.key])
-            else:
-                calls.append(asyncio.create_task(self._call(plan, capabilities)))
         try:
+            async for item in self.triage(tasks, capabilities.mode):
+                if isinstance(item, LabelOutcome):
+                    yield item
+                else:
+                    calls.append(asyncio.create_task(self._call(item, capabilities)))
             for next_done in asyncio.as_completed(calls):
                 yield await next_done
         finally:
             for call in calls:
                 call.cancel()
             await asyncio.gather(*calls, return_exceptions=True)
-            self._write_cache()
+            self.flush_cache()
+
+    async def triage(
+        self, tasks: Sequence[TaskInput], mode: OutputMode
+    ) -> AsyncIterator[LabelOutcome | PlannedRequest]:
+        """Plan tasks; yield the outcomes decided without a request (tasks the prompt cannot be rendered
+        for, as they are planned; then response-cache hits), then the requests still to send."""
+        planned: list[PlannedRequest] = []
+        for task in tasks:
+            plan = await self.plan(task, mode)
+            if isinstance(plan, LabelOutcome):
+                yield plan
+            else:
+                planned.append(plan)
+        hits = self._cached_responses([p.key for p in planned])
+        for plan in planned:
+            if plan.key in hits:
+                yield self._from_cache(plan, hits[plan.key])
+        for plan in planned:
+            if plan.key not in hits:
+                yield plan
 
     # ------------------------------------------------------------------ capabilities and the model
 
@@ -209,6 +235,10 @@ class LLMLabeler:
                 if delay is None:
                     raise
                 await self._sleep(delay)
+
+    def chat_model(self) -> BaseChatModel:
+        """The chat model requests go through (built once, with the SDK's own retries off)."""
+        return self._chat_model()
 
     def _chat_model(self) -> BaseChatModel:
         if self._model is None:
@@ -255,7 +285,8 @@ class LLMLabeler:
     def _render(self, task: TaskInput, examples: Sequence[Example], mode: OutputMode) -> list[BaseMessage]:
         return render_messages(self.spec, self.version, task.data, examples=examples, mode=mode)
 
-    async def _plan(self, task: TaskInput, mode: OutputMode) -> _Planned | LabelOutcome:
+    async def plan(self, task: TaskInput, mode: OutputMode) -> PlannedRequest | LabelOutcome:
+        """Render a task's request for `mode`; a task that cannot be rendered is an outcome (bad_request)."""
         try:
             examples = await self._examples(task)
             messages = self._render(task, examples, mode)
@@ -274,7 +305,7 @@ class LLMLabeler:
         if self.rate_limits.tpm:
             estimated = estimate_prompt_tokens(messages, self.model_settings.model)
             estimated += self.model_settings.max_output_tokens
-        return _Planned(
+        return PlannedRequest(
             task=task,
             messages=messages,
             key=self.request_key(messages, mode),
@@ -285,7 +316,14 @@ class LLMLabeler:
 
     # ------------------------------------------------------------------ one call, with retries
 
-    async def _call(self, plan: _Planned, capabilities: EndpointCapabilities) -> LabelOutcome:
+    async def _call(
+        self,
+        plan: PlannedRequest,
+        capabilities: EndpointCapabilities,
+        *,
+        received: _Received | None = None,
+    ) -> LabelOutcome:
+        """Send a request (or, with `received`, the repair of a reply that came through the Batch API)."""
         attempt = 0
         while True:
             attempt += 1
@@ -299,28 +337,85 @@ class LLMLabeler:
                         reasoning=self.version.reasoning,
                         logprobs=self.logprobs and capabilities.logprobs,
                         source_text=plan.source_text,
+                        first=received.message if received is not None else None,
                     )
                 except ModelCallError as exc:
                     slot.failure(exc)
                     error = exc
                 else:
                     slot.success(reply.headers, used_tokens=reply.input_tokens + reply.output_tokens)
-                    return self._success(plan, reply.model_dump(mode="json"))
+                    return self._success(plan, reply.model_dump(mode="json"), received=received)
             delay = self.backoff.should_retry(error, attempt)
             if delay is None:
-                return LabelOutcome(
-                    task_id=plan.task.task_id,
-                    error_kind=error.kind,
-                    error_message=_error_text(error, attempt),
-                    examples=plan.examples,
-                )
+                return self._failure(plan, error, attempt)
             await self._sleep(delay)
 
-    def _success(self, plan: _Planned, reply: dict[str, Any]) -> LabelOutcome:
+    def read_received(
+        self,
+        plan: PlannedRequest,
+        capabilities: EndpointCapabilities,
+        message: AIMessage,
+        *,
+        price_factor: float = 1.0,
+    ) -> LabelOutcome | None:
+        """Read a reply that came without a request of ours (a Batch API result for `plan`) as it is.
+
+        Returns its outcome (a value, cached under `plan.key`; or an error no repair helps: cut off,
+        refused), or None when the reply is unusable and needs the repair `repair_received` sends. Its
+        tokens are priced × `price_factor` (the Batch API discount). Nothing is sent.
+        """
+        try:
+            reply = read_reply(
+                self.spec,
+                message,
+                mode=capabilities.mode,
+                logprobs=self.logprobs and capabilities.logprobs,
+                source_text=plan.source_text,
+            )
+        except ModelCallError as exc:
+            return self._failure(plan, exc, 1)
+        if reply is None:
+            return None
+        return self._success(plan, reply.model_dump(mode="json"), received=_Received(message, price_factor))
+
+    async def repair_received(
+        self,
+        plan: PlannedRequest,
+        capabilities: EndpointCapabilities,
+        message: AIMessage,
+        *,
+        price_factor: float = 1.0,
+    ) -> LabelOutcome:
+        """Send the ONE repair request of an unusable received reply, live through this labeler's rate
+        controller and retries; the received tokens are priced × `price_factor`, the repair's at the live
+        price."""
+        return await self._call(plan, capabilities, received=_Received(message, price_factor))
+
+    def _failure(self, plan: PlannedRequest, error: ModelCallError, attempts: int) -> LabelOutcome:
+        return LabelOutcome(
+            task_id=plan.task.task_id,
+            error_kind=error.kind,
+            error_message=_error_text(error, attempts),
+            examples=plan.examples,
+        )
+
+    def _success(
+        self, plan: PlannedRequest, reply: dict[str, Any], *, received: _Received | None = None
+    ) -> LabelOutcome:
         self._remember(plan.key, reply)
+        model = self.model_settings.model
         input_tokens = int(reply.get("input_tokens") or 0)
         output_tokens = int(reply.get("output_tokens") or 0)
         cached_tokens = int(reply.get("cached_tokens") or 0)
+        cost = self.prices.cost(model, input_tokens, output_tokens, cached_tokens)
+        latency_ms = reply.get("latency_ms")
+        if received is not None:
+            # The received part is billed at its own price; only a repair (if any) ran live.
+            received_cost = self.prices.cost(model, *token_usage(received.message))
+            if cost is not None and received_cost is not None:
+                cost -= (1.0 - received.price_factor) * received_cost
+            if not reply.get("repaired"):
+                latency_ms = None
         return LabelOutcome(
             task_id=plan.task.task_id,
             value=reply.get("value"),
@@ -329,13 +424,13 @@ class LLMLabeler:
             input_tokens=input_tokens,
             output_tokens=output_tokens,
             cached_tokens=cached_tokens,
-            cost_usd=self.prices.cost(self.model_settings.model, input_tokens, output_tokens, cached_tokens),
-            latency_ms=reply.get("latency_ms"),
+            cost_usd=cost,
+            latency_ms=latency_ms,
             error_message=_unplaced_note(reply.get("unplaced_spans")),
             examples=plan.examples,
         )
 
-    def _from_cache(self, plan: _Planned, reply: Mapping[str, Any]) -> LabelOutcome:
+    def _from_cache(self, plan: PlannedRequest, reply: Mapping[str, Any]) -> LabelOutcome:
         return LabelOutcome(
             task_id=plan.task.task_id,
             value=reply.get("value"),
@@ -352,7 +447,7 @@ class LLMLabeler:
     def _cached_responses(self, keys: Sequence[str]) -> dict[str, dict[str, Any]]:
         if self.db is None or not keys:
             return {}
-        self._write_cache()
+        self.flush_cache()
         found: dict[str, dict[str, Any]] = {}
         with self.db.session() as session:
             for start in range(0, len(keys), 500):
@@ -384,9 +479,9 @@ class LLMLabeler:
         }
         self._pending_cache.append({"key": key, "model": self.model_settings.model, "response": kept})
         if len(self._pending_cache) >= CACHE_WRITE_BATCH:
-            self._write_cache()
+            self.flush_cache()
 
-    def _write_cache(self) -> None:
+    def flush_cache(self) -> None:
         """Store the replies gathered so far (first writer wins; a lost batch only costs a request)."""
         if self.db is None or not self._pending_cache:
             return

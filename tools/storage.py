@@ -178,6 +178,34 @@ class ResponseCache(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class BatchJob(Base):
+    """A batch labelpilot submitted to a provider's Batch API: where it stands and what it asked.
+
+    `requests` maps each line's custom_id to the request's response-cache key and few-shot example ids (what
+    ingesting its results needs); `ingested_at` is set once its results were turned into predictions.
+    """
+
+    __tablename__ = "batch_jobs"
+    __table_args__ = (Index("ix_batch_jobs_project_identity", "project_id", "identity"),)
+
+    id: Mapped[str] = mapped_column(String(200), primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    run_id: Mapped[int | None] = mapped_column(
+        ForeignKey("runs.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    identity: Mapped[str] = mapped_column(String(64))
+    endpoint: Mapped[str] = mapped_column(String(500))
+    status: Mapped[str] = mapped_column(String(50))
+    input_file_id: Mapped[str] = mapped_column(String(200))
+    output_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    error_file_id: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    request_counts: Mapped[dict[str, Any]] = mapped_column(JSONType, default=dict)
+    requests: Mapped[dict[str, Any]] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    ingested_at: Mapped[datetime | None] = mapped_column(nullable=True)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the chat read while a bulk job writes; foreign keys are off by default in SQLite.

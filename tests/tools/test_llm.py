@@ -497,6 +497,70 @@ def test_confidence_with_reasoning_first_and_multibyte_text() -> None:
     assert confidence_from_logprobs(SINGLE, raw, payload) == pytest.approx(math.exp(-0.1))
 
 
+def _with_top(tokens: list[tuple[str, float, list[tuple[str, float]]]]) -> tuple[str, list[dict[str, Any]]]:
+    raw = "".join(t for t, _, _ in tokens)
+    payload = [
+        {
+            "token": t,
+            "logprob": lp,
+            "bytes": list(t.encode()),
+            "top_logprobs": [{"token": a, "logprob": alp, "bytes": list(a.encode())} for a, alp in top],
+        }
+        for t, lp, top in tokens
+    ]
+    return raw, payload
+
+
+def test_confidence_is_renormalised_over_legal_alternatives() -> None:
+    # As llama.cpp reports it (captured from a real server, SmolLM2, classes Sports/World/Business): the
+    # unconstrained distribution. "S" could still spell Sports; "F" and "St" spell nothing allowed; "World"
+    # is not listed, so it counts with the smallest listed probability (e^-4.79).
+    raw, payload = _with_top(
+        [
+            ('{ "label": "', -0.16, []),
+            (
+                "Sports",
+                -0.32,
+                [("Sports", -0.32), ("Business", -2.5), ("F", -4.37), ("S", -4.53), ("St", -4.79)],
+            ),
+            ('"}', -0.69, []),
+        ]
+    )
+    legal = math.exp(-0.32) + math.exp(-2.5) + math.exp(-4.53) + math.exp(-4.79)
+    assert confidence_from_logprobs(SINGLE, raw, payload) == pytest.approx(math.exp(-0.32) / legal)
+
+
+def test_a_forced_label_stays_improbable() -> None:
+    # The model wanted to write something else; the grammar forced "World": no legal alternative is listed,
+    # so the two other classes count with the smallest listed probability and the confidence stays tiny.
+    raw, payload = _with_top(
+        [
+            ('{"label":"', 0.0, []),
+            ("World", -13.0, [("Football", -0.1), ("The", -2.0), ("Soccer", -3.0)]),
+            ('"}', 0.0, []),
+        ]
+    )
+    confidence = confidence_from_logprobs(SINGLE, raw, payload)
+    assert confidence is not None and confidence < 1e-3
+    assert confidence == pytest.approx(math.exp(-13.0) / (math.exp(-13.0) + 2 * math.exp(-3.0)))
+
+
+def test_renormalising_leaves_a_constrained_distribution_alone() -> None:
+    # Where the server's logprobs already cover only legal tokens, nothing changes.
+    raw, payload = _with_top(
+        [
+            ('{"label":"', 0.0, []),
+            (
+                "Sports",
+                math.log(0.7),
+                [("Sports", math.log(0.7)), ("World", math.log(0.2)), ("Business", math.log(0.1))],
+            ),
+            ('"}', 0.0, []),
+        ]
+    )
+    assert confidence_from_logprobs(SINGLE, raw, payload) == pytest.approx(0.7)
+
+
 def test_confidence_is_none_when_tokens_do_not_spell_the_reply() -> None:
     payload = [{"token": "something else", "logprob": -0.1}]
     assert confidence_from_logprobs(SINGLE, '{"label":"Sports"}', payload) is None

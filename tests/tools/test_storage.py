@@ -10,7 +10,15 @@ from sqlalchemy import create_engine, inspect, select, text
 
 from tools.errors import ConfigError, StorageError
 from tools.settings import Settings
-from tools.storage import Database, Project, _alembic_config, head_revision
+from tools.storage import (
+    Base,
+    BatchJob,
+    Database,
+    Project,
+    ResponseCache,
+    _alembic_config,
+    head_revision,
+)
 
 
 def test_open_creates_the_data_folder_and_schema(settings: Settings) -> None:
@@ -69,6 +77,58 @@ def test_old_data_folder_is_upgraded_with_a_backup(settings: Settings) -> None:
         assert connection.execute(text("SELECT version_num FROM alembic_version")).scalar() == "0001"
     old.dispose()
     db.dispose()
+
+
+def test_a_0002_data_folder_gets_the_batch_registry(settings: Settings) -> None:
+    settings.ensure_home()
+    path = settings.home / "labelpilot.db"
+    engine = create_engine(f"sqlite:///{path}")
+    with engine.begin() as connection:
+        command.upgrade(_alembic_config(connection), "0002")
+        connection.execute(
+            text(
+                "INSERT INTO projects (name, description, created_at, updated_at) "
+                "VALUES ('old', '', '2026-01-01', '2026-01-01')"
+            )
+        )
+        connection.execute(
+            text(
+                "INSERT INTO response_cache (key, model, response, created_at) "
+                "VALUES ('k', 'm', '{\"value\": \"x\"}', '2026-01-01')"
+            )
+        )
+    engine.dispose()
+
+    db = Database.open(settings)
+    assert db.current_revision() == head_revision() != "0002"
+    assert "batch_jobs" in inspect(db.engine).get_table_names()
+    with db.session() as session:
+        project = session.scalars(select(Project)).one()
+        session.add(
+            BatchJob(
+                id="batch_1",
+                project_id=project.id,
+                identity="i" * 64,
+                endpoint="http://x/v1 m",
+                status="validating",
+                input_file_id="file-1",
+                requests={"task-1": {"key": "k", "examples": None}},
+            )
+        )
+    with db.session() as session:
+        row = session.get(BatchJob, "batch_1")
+        assert row is not None and row.request_counts == {} and row.ingested_at is None
+        assert session.scalar(select(ResponseCache.model)) == "m"
+    assert (settings.home / "labelpilot.db.backup-0002").is_file()
+    db.dispose()
+
+
+def test_the_migrations_build_exactly_the_orm_schema(db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with db.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
 def test_database_from_a_newer_labelpilot_is_refused(settings: Settings) -> None:
