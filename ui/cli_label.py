@@ -261,15 +261,22 @@ def _label_flow(
 
     plan = job_plan(db, project_name, labeler, scope=scope, run_id=run_id)
     if plan.run_status is RunStatus.finished and not (rerun_errors or new_run or run_id is not None):
-        message = (
-            f"this job already finished as run {plan.run_id}: nothing to do. Retry its errors with "
-            f"`labelpilot jobs resume {plan.run_id}`, or label everything again with --new-run"
-        )
-        if as_json:
-            emit_json({"started": False, "run_id": plan.run_id, "status": "finished", "message": message})
-        else:
-            out.print(message)
-        return 0
+        from tools.engine import count_scope
+
+        pending = count_scope(db, plan).pending
+        if not pending:
+            message = (
+                f"this job already finished as run {plan.run_id}: every task in its scope is labeled. "
+                "Label everything again with --new-run"
+            )
+            if as_json:
+                emit_json({"started": False, "run_id": plan.run_id, "status": "finished", "message": message})
+            else:
+                out.print(message)
+            return 0
+        # Tasks added since, or left with errors: the same job continues its run.
+        notes.append(f"continuing run {plan.run_id}: {pending:,} task(s) new to its scope or with errors")
+        rerun_errors = True
     if not batch_api and plan.run_id is not None and not new_run:
         from tools.batch_registry import list_batches
 

@@ -112,9 +112,18 @@ def test_label_estimate_and_jobs(home: Path, tmp_path: Path, server: FakeOpenAIS
     sent = server.stats().requests
     again = json.loads(run("label", "--yes", "--json", home=home, env=env).stdout)
     assert again["started"] is False and again["status"] == "finished"
+    # A task imported after the job finished: the same command labels just that one, in the same run.
+    extra = tmp_path / "extra.csv"
+    extra.write_text("id,text\nx1,late news about World\n", encoding="utf-8")
+    run("import", str(extra), "--fields", "text", home=home)
+    late = json.loads(run("label", "--yes", "--json", home=home, env=env).stdout)
+    assert late["report"]["run_id"] == 1 and late["report"]["labeled"] == 1
+    assert any("continuing run 1" in note for note in late["notes"])
+    assert server.stats().requests == sent + 1
+    sent += 1
     # A new run of the same requests comes from the response cache.
     fresh = json.loads(run("label", "--yes", "--json", "--new-run", home=home, env=env).stdout)
-    assert fresh["report"]["from_cache"] == 50 and server.stats().requests == sent
+    assert fresh["report"]["from_cache"] == 51 and server.stats().requests == sent
     assert "labeled" in run("jobs", "list", home=home).stdout
     cancelled = run_json("jobs", "cancel", "2", home=home, expect=1)
     assert "already finished" in cancelled["message"]
