@@ -41,6 +41,7 @@ bench: install  ## Benchmarks (read ../shared/datasets when present).
 	OPENBLAS_NUM_THREADS=1 $(BIN)/python -m evals.bench_baseline
 	$(BIN)/python -m evals.bench_engine
 	$(BIN)/python -m evals.bench_engine --faults
+	$(BIN)/python -m evals.bench_eval
 
 lock:  ## Re-resolve the lock from pyproject.toml in a scratch venv (needs the package registries).
 	rm -rf /tmp/labelpilot-lock && $(PYTHON) -m venv /tmp/labelpilot-lock

@@ -133,7 +133,11 @@ def duration(seconds: float | None) -> str:
 
 
 async def with_progress(
-    show: bool, verb: str, work: Callable[[Callable[[Any], None], asyncio.Event], Awaitable[T]]
+    show: bool,
+    verb: str,
+    work: Callable[[Callable[[Any], None], asyncio.Event], Awaitable[T]],
+    *,
+    cancel_note: str = "",
 ) -> T:
     """Run `work(progress, cancel)` with a progress bar on stderr; Ctrl-C (or SIGTERM) sets `cancel`.
 
@@ -149,7 +153,9 @@ async def with_progress(
     def on_signal(number: int) -> None:
         if not cancel.is_set():
             cancel.set()
-            err.print("[yellow]Cancelling: finishing the commit... (Ctrl-C again to quit at once)[/]")
+            err.print(
+                f"[yellow]Cancelling: finishing the commit...{cancel_note} (Ctrl-C again to quit at once)[/]"
+            )
             loop.remove_signal_handler(number)
 
     for number in (signal.SIGINT, signal.SIGTERM):

@@ -22,6 +22,7 @@ from ui.cli_common import (
     open_db,
     out,
     run_command,
+    with_progress,
 )
 
 jobs_app = typer.Typer(help="Bulk labeling jobs: list, show, cancel, resume.", no_args_is_help=True)
@@ -185,54 +186,12 @@ async def _run_with_progress(
     db: Database, project_name: str, labeler: Any, *, show: bool, cancel_note: str = "", **job: Any
 ) -> Any:
     """Run a job with a progress bar on stderr; Ctrl-C (or SIGTERM) cancels it cleanly."""
-    import asyncio
-    import signal
+    from tools.engine import run_job
 
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    async def work(progress: Any, cancel: Any) -> Any:
+        return await run_job(db, project_name, labeler, progress=progress, cancel=cancel, **job)
 
-    from tools.engine import JobProgress, run_job
-
-    cancel = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal(number: int) -> None:
-        if not cancel.is_set():
-            cancel.set()
-            err.print(
-                f"[yellow]Cancelling: finishing the commit...{cancel_note} (Ctrl-C again to quit at once)[/]"
-            )
-            # A second Ctrl-C gets Python's default behaviour.
-            loop.remove_signal_handler(number)
-
-    for number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(number, on_signal, number)
-    columns = (
-        TextColumn("[bold]labeling"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("failed {task.fields[failed]}"),
-        TextColumn("{task.fields[rate]}/s"),
-        TextColumn("ETA {task.fields[eta]}"),
-        TimeElapsedColumn(),
-    )
-    try:
-        with Progress(*columns, console=err, disable=not show) as bar:
-            task = bar.add_task("label", total=None, failed=0, rate="-", eta="-")
-
-            def update(progress: JobProgress) -> None:
-                bar.update(
-                    task,
-                    total=progress.total,
-                    completed=progress.done + progress.failed,
-                    failed=progress.failed,
-                    rate=f"{progress.rate_per_s:,.1f}",
-                    eta=duration(progress.eta_s),
-                )
-
-            return await run_job(db, project_name, labeler, progress=update, cancel=cancel, **job)
-    finally:
-        for number in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(number)
+    return await with_progress(show, "labeling", work, cancel_note=cancel_note)
 
 
 def _label_flow(
