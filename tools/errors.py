@@ -127,6 +127,9 @@ class ModelCallError(LabelpilotError):
         self.retry_after = retry_after
         self.status_code = status_code
         self.headers = headers or {}
+        #: Tokens (input, output, cached) the failed call consumed anyway, e.g. an unusable reply and its
+        #: repair: they are billed, so they are counted.
+        self.spent: tuple[int, int, int] = (0, 0, 0)
 
     @property
     def retryable(self) -> bool:

@@ -667,6 +667,9 @@ class _Usage:
         self.cached_tokens += cached_tokens
         self.latency_ms += response.latency_ms
 
+    def spent(self) -> tuple[int, int, int]:
+        return self.input_tokens, self.output_tokens, self.cached_tokens
+
 
 def _require_source_text(spec: LabelSpec, source_text: str | None) -> None:
     if spec.type is TaskType.spans and source_text is None:
@@ -761,17 +764,23 @@ async def label_call(
             AIMessage(content=response.raw_text or "(empty reply)"),
             HumanMessage(content=_repair_request(answer.reason, mode, spec)),
         ]
-        response = await _request(model, conversation, options)
+        try:
+            response = await _request(model, conversation, options)
+        except ModelCallError as exc:
+            exc.spent = usage.spent()
+            raise
         usage.add(response)
         repaired = True
         answer = _interpret(spec, response.raw_text, source_text)
         if isinstance(answer, _Rejected):
-            raise ModelCallError(
+            error = ModelCallError(
                 f"the model's answer is unusable even after a repair attempt: {answer.reason}; "
                 f"reply: {_shorten(response.raw_text, 200)!r}",
                 kind=answer.kind,
                 hint="make the instructions clearer or use a stronger model",
             )
+            error.spent = usage.spent()
+            raise error
     return _label_reply(spec, response, answer, usage, mode=mode, logprobs=logprobs, repaired=repaired)
 
 

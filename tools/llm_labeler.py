@@ -325,6 +325,7 @@ class LLMLabeler:
     ) -> LabelOutcome:
         """Send a request (or, with `received`, the repair of a reply that came through the Batch API)."""
         attempt = 0
+        spent = (0, 0, 0)  # tokens of failed attempts: billed, so counted in the outcome
         while True:
             attempt += 1
             async with self.controller.slot(plan.estimated_tokens) as slot:
@@ -342,13 +343,32 @@ class LLMLabeler:
                 except ModelCallError as exc:
                     slot.failure(exc)
                     error = exc
+                    spent = (spent[0] + exc.spent[0], spent[1] + exc.spent[1], spent[2] + exc.spent[2])
                 else:
                     slot.success(reply.headers, used_tokens=reply.input_tokens + reply.output_tokens)
-                    return self._success(plan, reply.model_dump(mode="json"), received=received)
+                    outcome = self._success(plan, reply.model_dump(mode="json"), received=received)
+                    return self._with_spent(outcome, spent)
             delay = self.backoff.should_retry(error, attempt)
             if delay is None:
-                return self._failure(plan, error, attempt)
+                return self._with_spent(self._failure(plan, error, attempt), spent)
             await self._sleep(delay)
+
+    def _with_spent(self, outcome: LabelOutcome, spent: tuple[int, int, int]) -> LabelOutcome:
+        """Add the tokens (and their cost) of failed attempts to an outcome."""
+        if not any(spent):
+            return outcome
+        extra = self.prices.cost(self.model_settings.model, *spent)
+        cost = outcome.cost_usd
+        if outcome.error_kind is not None and cost is None:
+            cost = 0.0
+        return outcome.model_copy(
+            update={
+                "input_tokens": (outcome.input_tokens or 0) + spent[0],
+                "output_tokens": (outcome.output_tokens or 0) + spent[1],
+                "cached_tokens": (outcome.cached_tokens or 0) + spent[2],
+                "cost_usd": None if cost is None or extra is None else cost + extra,
+            }
+        )
 
     def read_received(
         self,

@@ -240,12 +240,15 @@ async def test_rate_limited_past_the_last_attempt_is_stored(
 async def test_invalid_json_twice_is_stored_as_invalid_output(
     api: respx.MockRouter, settings: Settings, version: VersionInfo, db: Database, http: httpx.AsyncClient
 ) -> None:
-    route = api.post(URL).mock(return_value=completion('{"label": "Sports"'))
+    route = api.post(URL).mock(return_value=completion('{"label": "Sports"', usage=(1000, 10, 0)))
     outcome = (await collect(make_labeler(settings, version, db, http), tasks("Sports")))[1]
     assert outcome.error_kind is ErrorKind.invalid_output and "not valid JSON" in (
         outcome.error_message or ""
     )
     assert route.call_count == 2  # the reply and one repair attempt, no retries
+    # Both replies were billed: their tokens and cost are on the error outcome.
+    assert (outcome.input_tokens, outcome.output_tokens) == (2000, 20)
+    assert outcome.cost_usd == pytest.approx((2000 * 0.15 + 20 * 0.60) / 1e6)
     with db.session() as session:
         assert session.scalar(select(func.count()).select_from(ResponseCache)) == 0  # errors are not cached
 
@@ -268,7 +271,8 @@ async def test_a_job_stores_every_kind_of_outcome(
     report = await run_job(db, "news", make_labeler(settings, version, db, http))
     assert (report.labeled, report.failed) == (2, 2)
     assert report.failed_by_kind == {"invalid_output": 1, "bad_request": 1}
-    assert report.cost_usd == pytest.approx(2 * (100 * 0.15 + 7 * 0.60) / 1e6)
+    # Two labeled replies plus the broken reply and its repair (billed even though unusable).
+    assert report.cost_usd == pytest.approx(4 * (100 * 0.15 + 7 * 0.60) / 1e6)
     with db.session() as session:
         kinds = dict(session.execute(select(Prediction.task_id, Prediction.error_kind)).all())
     assert sorted(str(k) for k in kinds.values()) == ["None", "None", "bad_request", "invalid_output"]
