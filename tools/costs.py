@@ -261,13 +261,9 @@ class CostEstimate(BaseModel):
 
 
 def _token_method(model: str) -> str:
-    # The same test estimate_prompt_tokens makes: tiktoken only when its encoding file is cached offline.
-    from tools.prompting import _encoding_name, _offline_encoder
+    from tools.prompting import token_count_method
 
-    name = _encoding_name(model)
-    if _offline_encoder(name) is not None:
-        return f"tiktoken ({name})"
-    return "approximation: characters / 4 + 4 per message"
+    return token_count_method(model)
 
 
 def price_requests(

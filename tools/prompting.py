@@ -258,6 +258,14 @@ def estimate_prompt_tokens(messages: Sequence[BaseMessage], model: str) -> int:
     return total
 
 
+def token_count_method(model: str) -> str:
+    """How `estimate_prompt_tokens` counts for a model: tiktoken when its encoding is cached offline."""
+    name = _encoding_name(model)
+    if _offline_encoder(name) is not None:
+        return f"tiktoken ({name})"
+    return "approximation: characters / 4 + 4 per message"
+
+
 def _encoding_name(model: str) -> str:
     import tiktoken
 
