@@ -42,6 +42,7 @@ bench: install  ## Benchmarks (read ../shared/datasets when present).
 	$(BIN)/python -m evals.bench_engine
 	$(BIN)/python -m evals.bench_engine --faults
 	$(BIN)/python -m evals.bench_eval
+	$(BIN)/python -m evals.bench_improve
 
 lock:  ## Re-resolve the lock from pyproject.toml in a scratch venv (needs the package registries).
 	rm -rf /tmp/labelpilot-lock && $(PYTHON) -m venv /tmp/labelpilot-lock

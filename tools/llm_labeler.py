@@ -118,6 +118,7 @@ class LLMLabeler:
         prices: PriceTable | None = None,
         logprobs: bool = True,
         sleep: Sleep = asyncio.sleep,
+        identity_extra: Mapping[str, Any] | None = None,
     ) -> None:
         """Build a labeler; nothing is sent until `label` is called.
 
@@ -135,6 +136,8 @@ class LLMLabeler:
             prices: the price table (default: built-in + `<home>/prices.toml`).
             logprobs: ask for token logprobs (for confidence) where the endpoint supports them.
             sleep: how retries wait (tests pass a fake).
+            identity_extra: more of what changes the answers, added to `info.identity` (and so to the job
+                key): e.g. the fingerprint of the few-shot example pool `examples_for` draws from.
         """
         self.settings = settings
         self.spec = spec
@@ -170,6 +173,7 @@ class LLMLabeler:
                 "params": self.model_settings.params,
                 "schema": _hash_json(self._schema),
                 "logprobs": logprobs,
+                **(identity_extra or {}),
             },
         )
 

@@ -26,6 +26,8 @@ class Settings(BaseModel):
     openai_base_url: str | None = None
     label_model: str = DEFAULT_LABEL_MODEL
     agent_model: str | None = None
+    #: Model that writes candidate instructions (improve, prompt prefer); default: the labeling model.
+    writer_model: str | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -41,6 +43,7 @@ class Settings(BaseModel):
             openai_base_url=env.get("OPENAI_BASE_URL") or None,
             label_model=env.get("LABELPILOT_MODEL") or DEFAULT_LABEL_MODEL,
             agent_model=env.get("LABELPILOT_AGENT_MODEL") or None,
+            writer_model=env.get("LABELPILOT_WRITER_MODEL") or None,
         )
 
     @property
@@ -65,6 +68,11 @@ class Settings(BaseModel):
                 hint="set LABELPILOT_HOME to a writable folder",
             ) from exc
         return self.home
+
+    @property
+    def chroma_path(self) -> Path:
+        """Folder of the embedded Chroma example store (used when LABELPILOT_CHROMA_URL is not set)."""
+        return self.home / "chroma"
 
     @property
     def exports_dir(self) -> Path:

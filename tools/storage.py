@@ -64,6 +64,8 @@ class Project(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     description: Mapped[str] = mapped_column(Text, default="")
     label_spec: Mapped[dict[str, Any] | None] = mapped_column(JSONType, nullable=True)
+    #: The prompt version number commands use by default (the user adopts one; proposals do not move it).
+    current_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -66,6 +66,8 @@ class VersionInfo(PromptConfig):
     parent_number: int | None = None
     note: str = ""
     created_at: datetime
+    #: Whether this is the project's current version (the one commands use by default).
+    current: bool = False
 
 
 def _info(session: Session, row: PromptVersion) -> VersionInfo:
@@ -92,19 +94,29 @@ def create_version(
     *,
     parent: int | None = None,
     note: str = "",
+    adopt: bool = False,
 ) -> VersionInfo:
-    """Store a new immutable version numbered after the project's newest one."""
+    """Store a new immutable version numbered after the project's newest one.
+
+    With `adopt` it becomes the project's current version (what commands use by default). Without, it is a
+    proposal (an optimizer's winner, tuned baseline settings): the current version stays what it was —
+    nothing is adopted without the user (`adopt_version`, `labelpilot prompt use N`).
+    """
     from tools.projects import get_project
 
     with db.session() as session:
         project = get_project(session, project_name)
         parent_row = _get_row(session, project.id, parent) if parent is not None else None
-        number = (
-            session.scalar(
-                select(func.max(PromptVersion.number)).where(PromptVersion.project_id == project.id)
-            )
-            or 0
-        ) + 1
+        newest = session.scalar(
+            select(func.max(PromptVersion.number)).where(PromptVersion.project_id == project.id)
+        )
+        number = (newest or 0) + 1
+        if adopt or newest is None:
+            # The first version is current by necessity; a proposal never is.
+            project.current_version = number if adopt else project.current_version
+        elif project.current_version is None:
+            # Pin what "the newest" meant until now, so this proposal does not silently take over.
+            project.current_version = newest
         row = PromptVersion(
             project_id=project.id,
             number=number,
@@ -143,13 +155,13 @@ def _get_row(session: Session, project_id: int, number: int) -> PromptVersion:
 
 
 def get_version(db: Database, project_name: str, number: int | None = None) -> VersionInfo:
-    """Return a version by number, or the newest one when number is None."""
+    """Return a version by number, or the current one when number is None (the newest when none is set)."""
     from tools.projects import get_project
 
     with db.session() as session:
         project = get_project(session, project_name)
         if number is None:
-            number = session.scalar(
+            number = project.current_version or session.scalar(
                 select(func.max(PromptVersion.number)).where(PromptVersion.project_id == project.id)
             )
             if number is None:
@@ -157,7 +169,33 @@ def get_version(db: Database, project_name: str, number: int | None = None) -> V
                     f"project '{project.name}' has no prompt version yet",
                     hint="create one with: labelpilot prompt create --instructions '...'",
                 )
-        return _info(session, _get_row(session, project.id, number))
+        row = _get_row(session, project.id, number)
+        current = project.current_version or session.scalar(
+            select(func.max(PromptVersion.number)).where(PromptVersion.project_id == project.id)
+        )
+        return _info(session, row).model_copy(update={"current": row.number == current})
+
+
+def current_version_number(db: Database, project_name: str) -> int | None:
+    """The number of the version commands use by default (None: the project has no version)."""
+    from tools.projects import get_project
+
+    with db.session() as session:
+        project = get_project(session, project_name)
+        return project.current_version or session.scalar(
+            select(func.max(PromptVersion.number)).where(PromptVersion.project_id == project.id)
+        )
+
+
+def adopt_version(db: Database, project_name: str, number: int) -> VersionInfo:
+    """Make a version the project's current one (what label, eval and improve use by default)."""
+    from tools.projects import get_project
+
+    with db.session() as session:
+        project = get_project(session, project_name)
+        row = _get_row(session, project.id, number)
+        project.current_version = row.number
+        return _info(session, row).model_copy(update={"current": True})
 
 
 def list_versions(db: Database, project_name: str) -> list[VersionInfo]:
@@ -169,7 +207,8 @@ def list_versions(db: Database, project_name: str) -> list[VersionInfo]:
         rows = session.scalars(
             select(PromptVersion).where(PromptVersion.project_id == project.id).order_by(PromptVersion.number)
         ).all()
-        return [_info(session, row) for row in rows]
+        current = project.current_version or (rows[-1].number if rows else None)
+        return [_info(session, row).model_copy(update={"current": row.number == current}) for row in rows]
 
 
 # ---------------------------------------------------------------------- deriving
@@ -433,7 +472,7 @@ def validate_and_create(
         parent_info = get_version(db, project_name, parent)
         if derive_config(parent_info) == config:
             warnings.append(f"the settings are the same as v{parent}'s (only the note tells them apart)")
-    info = create_version(db, project_name, config, parent=parent, note=note)
+    info = create_version(db, project_name, config, parent=parent, note=note, adopt=True)
     return NewVersion(version=info, warnings=warnings)
 
 

@@ -221,7 +221,8 @@ def _eval_labeler(
 def eval_command(
     project: ProjectOpt = None,
     version: Annotated[
-        int | None, typer.Option("--version", help="Prompt version number (default: the newest).")
+        int | None,
+        typer.Option("--version", help="Prompt version number (default: the current one, see `prompt use`)."),
     ] = None,
     baseline: Annotated[
         bool, typer.Option("--baseline", help="Evaluate the offline baseline (the $0 reference).")

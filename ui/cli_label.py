@@ -25,6 +25,9 @@ from ui.cli_common import (
     with_progress,
 )
 
+#: The `model` (and params key) of prompt versions that hold tuned offline-baseline settings.
+BASELINE_MODEL = "baseline"
+
 jobs_app = typer.Typer(help="Bulk labeling jobs: list, show, cancel, resume.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 batch_app = typer.Typer(
@@ -33,7 +36,8 @@ batch_app = typer.Typer(
 app.add_typer(batch_app, name="batch")
 
 VersionOpt = Annotated[
-    int | None, typer.Option("--version", help="Prompt version number (default: the newest).")
+    int | None,
+    typer.Option("--version", help="Prompt version number (default: the current one, see `prompt use`)."),
 ]
 LimitOpt = Annotated[int | None, typer.Option("--limit", min=1, help="Only the first N tasks (by id).")]
 GtOnlyOpt = Annotated[bool, typer.Option("--gt-only", help="Only tasks with ground truth.")]
@@ -110,7 +114,15 @@ def _labeler_for(
                 f"(the offline baseline cannot label {spec.type.value} tasks)",
                 hint="OPENAI_BASE_URL may point at a local OpenAI-compatible server (vLLM, Ollama, llama.cpp)",
             )
-        return BaselineLabeler(db, project_name), notes
+        from evals.tune_baseline import tuned_config
+
+        tuned = tuned_config(db, project_name, version=version, version_id=version_id)
+        if tuned is None:
+            return BaselineLabeler(db, project_name), notes
+        policy, source = tuned
+        notes.append(f"the baseline uses the policy tuned in v{source.number}: {policy.summary()}")
+        return BaselineLabeler(db, project_name, **policy.labeler_options()), notes
+    from tools.examples import examples_for_version
     from tools.llm import ModelSettings
     from tools.llm_labeler import LLMLabeler
     from tools.ratelimit import RateLimits
@@ -121,15 +133,32 @@ def _labeler_for(
         if info is None:
             raise ConfigError(f"the prompt version (id {version_id}) of this job no longer exists")
     elif not versions and version is None:
-        info = create_version(db, project_name, PromptConfig(), note="created by labelpilot label")
+        info = create_version(
+            db, project_name, PromptConfig(), note="created by labelpilot label", adopt=True
+        )
         notes.append(f"the project had no prompt version: created v{info.number} with default instructions")
     else:
         info = get_version(db, project_name, version)
-    model_settings = ModelSettings.from_settings(
-        settings, model=model or info.model or None, params=info.params
-    )
+    # A version holding tuned baseline settings (model "baseline") names no LLM: the configured model labels.
+    llm_model = info.model if info.model and info.model != BASELINE_MODEL else None
+    params = {key: value for key, value in info.params.items() if key != BASELINE_MODEL}
+    model_settings = ModelSettings.from_settings(settings, model=model or llm_model, params=params)
     limits = RateLimits(rpm=rpm, tpm=tpm, max_concurrency=concurrency)
-    labeler = LLMLabeler(settings, spec, info, model_settings=model_settings, rate_limits=limits, db=db)
+    # Few-shot examples come from the example store, synced with the ground truth now; the pool's
+    # fingerprint joins the labeler's identity, so a job whose examples changed is a new job.
+    examples = examples_for_version(db, settings, project_name, info, model=model_settings.model)
+    if examples is not None:
+        notes.extend(examples.notes)
+    labeler = LLMLabeler(
+        settings,
+        spec,
+        info,
+        model_settings=model_settings,
+        rate_limits=limits,
+        db=db,
+        examples_for=examples,
+        identity_extra=examples.identity() if examples is not None else None,
+    )
     return labeler, notes
 
 

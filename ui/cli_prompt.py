@@ -101,7 +101,7 @@ def prompt_create(
     """Create a new prompt version (versions are never changed; a new one records its parent).
 
     Every setting not given on the command line comes from the parent: the version named by --from, else
-    the newest version. The first version of a project starts from the defaults. Label descriptions and
+    the current version. The first version of a project starts from the defaults. Label descriptions and
     parameters are merged into the parent's. The config is checked against the label schema and the
     tasks' fields before anything is stored; warnings go to stderr.
     """
@@ -126,7 +126,7 @@ def prompt_create(
         if from_version is not None:
             base: VersionInfo | None = get_version(db, name, from_version)
         else:
-            base = next(reversed(list_versions(db, name)), None)
+            base = next((v for v in list_versions(db, name) if v.current), None)
         parent = base or PromptConfig()
         changes: dict[str, Any] = {}
         text = read_text(instructions_file) if instructions_file is not None else instructions
@@ -258,7 +258,7 @@ def prompt_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
     for info in versions:
         first_line = next(iter(info.instructions.strip().splitlines()), "")
         table.add_row(
-            f"v{info.number}",
+            f"v{info.number}" + (" (current)" if info.current else ""),
             f"v{info.parent_number}" if info.parent_number is not None else "-",
             Text(info.model or "default"),
             few_shot_summary(info.few_shot),
@@ -273,10 +273,35 @@ def prompt_list(project: ProjectOpt = None, as_json: JsonOpt = False) -> None:
 # ---------------------------------------------------------------- show
 
 
+@prompt_app.command("use")
+def prompt_use(
+    version: Annotated[int, typer.Argument(min=1, help="The version to adopt.")],
+    project: ProjectOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Adopt a version: label, eval and improve use it by default from now on.
+
+    Versions proposed by `labelpilot improve` or `prompt prefer` are never adopted by themselves.
+    """
+    from tools.projects import resolve_project_name
+    from tools.versions import adopt_version
+
+    with cli_errors(as_json):
+        db = open_db()
+        try:
+            info = adopt_version(db, resolve_project_name(db, project), version)
+        finally:
+            db.dispose()
+    if as_json:
+        emit_json(info)
+    else:
+        out.print(f"v{info.number} is now the current version (label, eval and improve use it by default).")
+
+
 @prompt_app.command("show")
 def prompt_show(
     version: Annotated[
-        int | None, typer.Argument(min=1, help="Version number (default: the newest).")
+        int | None, typer.Argument(min=1, help="Version number (default: the current one).")
     ] = None,
     project: ProjectOpt = None,
     as_json: JsonOpt = False,

@@ -19,11 +19,14 @@ from tools.versions import (
     FewShotPolicy,
     PromptConfig,
     VersionInfo,
+    adopt_version,
     create_version,
+    current_version_number,
     derive_config,
     derive_few_shot,
     diff_versions,
     few_shot_summary,
+    get_version,
     list_versions,
     normalize_config,
     preview_messages,
@@ -316,3 +319,19 @@ def test_preview_explains_why_there_is_none(db: Database) -> None:
     assert preview_messages(db, "empty", config()).note == "no preview: the project has no label schema yet"
     create_project(db, "schema-only", spec=TOPICS)
     assert preview_messages(db, "schema-only", config()).note == "no preview: the project has no tasks yet"
+
+
+def test_proposals_are_never_adopted_without_the_user(db: Database) -> None:
+    create_project(db, "adopt", spec=LabelSpec.from_classes(["A", "B"]))
+    first = create_version(db, "adopt", PromptConfig(instructions="one"))
+    assert current_version_number(db, "adopt") == first.number == 1
+    mine = create_version(db, "adopt", PromptConfig(instructions="two"), parent=1, adopt=True)
+    proposal = create_version(db, "adopt", PromptConfig(instructions="three"), parent=2, note="optimizer")
+    assert proposal.number == 3 and mine.number == 2
+    # Commands without a version number keep using v2 until the user adopts v3.
+    assert get_version(db, "adopt").number == 2 and get_version(db, "adopt").current
+    assert [v.current for v in list_versions(db, "adopt")] == [False, True, False]
+    adopted = adopt_version(db, "adopt", 3)
+    assert adopted.current and get_version(db, "adopt").number == 3
+    with pytest.raises(NotFoundError, match="no prompt version v9"):
+        adopt_version(db, "adopt", 9)
