@@ -32,8 +32,10 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from sqlalchemy import select
 
@@ -53,7 +55,15 @@ from tools.errors import ConfigError, LabelSpecError, NotFoundError
 from tools.groundtruth import current_labels
 from tools.labelspec import LabelSpec
 from tools.projects import get_project, require_spec
-from tools.splits import DEFAULT_RATIOS, Split, assign_splits, split_summary, split_task_ids
+from tools.splits import (
+    DEFAULT_RATIOS,
+    Split,
+    assign_splits,
+    interval_width,
+    split_summary,
+    split_task_ids,
+    stratum,
+)
 from tools.storage import Database, Task
 from tools.versions import (
     PromptConfig,
@@ -272,6 +282,76 @@ def _dev_score(
     }
 
 
+#: Below this many dev items, candidates are scored by repeated k-fold over train + dev.
+SMALL_DEV = 30
+#: Folds and repeats of that cross-validation.
+CV_FOLDS, CV_REPEATS = 5, 3
+
+
+@dataclass(frozen=True)
+class _Folds:
+    labels: dict[int, Any]
+    data: dict[int, dict[str, Any]]
+    splits: list[tuple[list[int], list[int]]]  # (example task ids, scored task ids)
+    description: str
+
+
+def _folds(spec: LabelSpec, labels: dict[int, Any], *, seed: int) -> _Folds | None:
+    """Repeated (stratified when every label has enough items) k-fold splits of a small labeled set."""
+    from sklearn.model_selection import RepeatedKFold, RepeatedStratifiedKFold
+
+    ids = sorted(labels)
+    if len(ids) < 4:
+        return None
+    strata = [stratum(spec, labels[task_id]) for task_id in ids]
+    smallest = min(strata.count(value) for value in set(strata))
+    k = min(CV_FOLDS, len(ids) // 2)
+    if smallest >= k:
+        splitter: Any = RepeatedStratifiedKFold(n_splits=k, n_repeats=CV_REPEATS, random_state=seed)
+        kind = "stratified"
+    else:
+        splitter = RepeatedKFold(n_splits=k, n_repeats=CV_REPEATS, random_state=seed)
+        kind = "plain"
+    splits = [
+        ([ids[i] for i in learn], [ids[i] for i in held])
+        for learn, held in splitter.split(np.zeros(len(ids)), strata)
+    ]
+    return _Folds(
+        labels=labels,
+        data={},
+        splits=splits,
+        description=f"{CV_REPEATS}x repeated {kind} {k}-fold over the {len(ids)} train + dev items",
+    )
+
+
+async def _cross_validated(
+    db: Database,
+    project_name: str,
+    spec: LabelSpec,
+    config: BaselineConfig,
+    folds: _Folds,
+    embedder: Embedder,
+    *,
+    seed: int,
+) -> dict[str, Any]:
+    """Score a policy by repeated k-fold: every item is answered by a model that never saw it."""
+    if not folds.data:
+        folds.data.update(_task_data(db, sorted(folds.labels)))
+    gold: list[Any] = []
+    answers: list[BaselineAnswer] = []
+    for learn, held in folds.splits:
+        examples = {task_id: folds.labels[task_id] for task_id in learn}
+        labeler = BaselineLabeler(
+            db, project_name, embedder=embedder, examples=examples, **config.labeler_options()
+        )
+        assert labeler.classifier is not None
+        answers.extend(await asyncio.to_thread(labeler.classifier.predict, [folds.data[t] for t in held]))
+        gold.extend(folds.labels[task_id] for task_id in held)
+    result = _dev_score(spec, config, gold, answers, seed=seed)
+    result["method"] = folds.description
+    return result
+
+
 def _version_note(best: BaselineConfig, dev_scores: Sequence[dict[str, Any]], dev_items: int) -> str:
     shown = ", ".join(f"{s['policy']} {_show(s['headline'], s['value'])}" for s in dev_scores)
     return (
@@ -342,8 +422,15 @@ async def tune_baseline(
     dev_inputs = [data for data, _ in dev]
     dev_gold = [value for _, value in dev]
     dev_scores = []
+    folds = None
+    if len(dev) < SMALL_DEV:
+        # Too few dev items to choose on: score by repeated k-fold over train + dev instead.
+        folds = _folds(spec, {**train, **{task_id: labels[task_id] for task_id in ids[Split.dev]}}, seed=seed)
     for number, config in enumerate(tried, 1):
         say(f"dev {number}/{len(tried)}: {config.summary()}")
+        if folds is not None:
+            dev_scores.append(await _cross_validated(db, name, spec, config, folds, shared, seed=seed))
+            continue
         labeler = BaselineLabeler(db, name, embedder=shared, examples=train, **config.labeler_options())
         assert labeler.classifier is not None  # the schema was checked by _ground_truth
         # In memory, off the event loop: candidates store no runs.
@@ -410,9 +497,17 @@ def _message(
     if tuning.splits_assigned:
         shares = "/".join(f"{100 * share:g}" for share in DEFAULT_RATIOS)
         parts.append(f"The project had no splits: assigned train/dev/test ({shares}, seed {seed}).")
+    method = top.get("method")
+    if method:
+        width = interval_width(tuning.dev_items)
+        scored_on = (
+            f"scored by {method}, because the {tuning.dev_items} dev items alone are too few to choose on "
+            f"(a 95% interval on accuracy would be up to ±{(width or 1.0) / 2:.0%} wide there)"
+        )
+    else:
+        scored_on = f"learning from the {tuning.train_items} train items and scored on the {tuning.dev_items} dev items"
     parts.append(
-        f"Tried {len(tuning.dev_scores)} few-shot policies of the offline baseline, learning from the "
-        f"{tuning.train_items} train items and scored on the {tuning.dev_items} dev items: "
+        f"Tried {len(tuning.dev_scores)} few-shot policies of the offline baseline, {scored_on}: "
         f"best {best.summary()} ({metric} {_show(metric, top['value'])}; 1-NN "
         f"{_show(metric, one_nn['value'])})."
     )

@@ -83,7 +83,7 @@ def _check_ratios(ratios: Sequence[float]) -> tuple[float, float, float]:
     return train, dev, test
 
 
-def _stratum(spec: LabelSpec, value: Any) -> str:
+def stratum(spec: LabelSpec, value: Any) -> str:
     """The label an item is stratified by (the class for choices; one stratum for other types)."""
     if spec.type in (TaskType.single_choice, TaskType.pairwise, TaskType.rating):
         return str(value)
@@ -129,7 +129,7 @@ def assign_splits(
         )
     by_stratum: dict[str, list[tuple[Task, Any]]] = defaultdict(list)
     for task, value in items:
-        by_stratum[_stratum(spec, value)].append((task, value))
+        by_stratum[stratum(spec, value)].append((task, value))
     assigned: dict[int, Split] = {}
     for members in by_stratum.values():
         counts: Counter[Split] = Counter()

@@ -298,3 +298,26 @@ def test_bench_skips_without_the_datasets(tmp_path: Path, capsys: pytest.Capture
 
     assert code == 0
     assert "skipped" in capsys.readouterr().out
+
+
+async def test_a_tiny_dev_split_is_replaced_by_repeated_k_fold(db: Database, tmp_path: Path) -> None:
+    # 8 items per class: the default 60/20/20 split leaves about 5 dev items, too few to choose on.
+    create_project(db, "tiny", spec=LabelSpec.from_classes(list(VOCABULARY), input_fields=["text"]))
+    rng = random.Random(3)
+    rows = [
+        {"id": f"{label}-{n}", "text": " ".join(rng.sample(words, 3)), "label": label}
+        for label, words in VOCABULARY.items()
+        for n in range(8)
+    ]
+    path = tmp_path / "tiny.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    import_file(db, "tiny", path, fields=["text"], id_column="id", label_column="label")
+
+    tuning = await tune_baseline(db, "tiny", embedder=HashingEmbedder())
+
+    assert tuning.dev_items < 30
+    methods = {score.get("method") for score in tuning.dev_scores}
+    assert len(methods) == 1 and "repeated stratified" in str(next(iter(methods)))
+    # Every train + dev item is scored once per repeat.
+    assert all(score["n"] == 3 * (tuning.train_items + tuning.dev_items) for score in tuning.dev_scores)
+    assert "too few to choose on" in tuning.message and "±" in tuning.message
