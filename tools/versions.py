@@ -454,10 +454,12 @@ def validate_and_create(
     *,
     parent: int | None = None,
     note: str = "",
+    adopt: bool = False,
 ) -> NewVersion:
     """Normalize and validate `config` against the project's schema and task fields, then store it.
 
-    Nothing is stored when validation fails. Warns when the settings equal the parent's.
+    Nothing is stored when validation fails. Warns when the settings equal the parent's. With `adopt` the
+    new version becomes the current one (see `create_version`).
     """
     from tools.exporters import read_columns
     from tools.projects import get_project, load_spec
@@ -472,7 +474,7 @@ def validate_and_create(
         parent_info = get_version(db, project_name, parent)
         if derive_config(parent_info) == config:
             warnings.append(f"the settings are the same as v{parent}'s (only the note tells them apart)")
-    info = create_version(db, project_name, config, parent=parent, note=note, adopt=True)
+    info = create_version(db, project_name, config, parent=parent, note=note, adopt=adopt)
     return NewVersion(version=info, warnings=warnings)
 
 

@@ -181,39 +181,18 @@ def _eval_labeler(
     rpm: float,
     tpm: float | None,
 ) -> tuple[Any, list[str]]:
-    from tools.llm import is_configured
+    """The labeler an evaluation runs (`agent.services.eval_labeler`, shared with the chat agent)."""
+    from agent.services import eval_labeler
+    from tools.ratelimit import RateLimits
 
-    if baseline or not is_configured(settings):
-        from tools.baseline import BaselineLabeler
-
-        notes = [] if baseline else ["no model is configured: evaluating the offline baseline"]
-        examples = None
-        if split is not None and split != "train":
-            from tools.groundtruth import current_labels
-            from tools.projects import get_project
-            from tools.splits import split_task_ids
-
-            train = set(split_task_ids(db, name, "train"))
-            with db.session() as session:
-                labels = current_labels(session, get_project(session, name).id)
-            examples = {task_id: value for task_id, value in labels.items() if task_id in train}
-            notes.append(f"the baseline learns from the train split only ({len(examples):,} items)")
-        from tools.baseline import supports
-        from tools.errors import ConfigError
-        from tools.projects import get_project, require_spec
-
-        with db.session() as session:
-            spec = require_spec(get_project(session, name))
-        if not supports(spec):
-            raise ConfigError(
-                f"the offline baseline cannot label {spec.type.value} tasks",
-                hint="configure a model (OPENAI_API_KEY or OPENAI_BASE_URL) to evaluate prompt versions",
-            )
-        return BaselineLabeler(db, name, examples=examples), notes
-    from ui.cli_label import _labeler_for
-
-    return _labeler_for(
-        db, settings, name, version=version, concurrency=concurrency, rpm=rpm, tpm=tpm, baseline=False
+    return eval_labeler(
+        db,
+        settings,
+        name,
+        version=version,
+        baseline=baseline,
+        split=split,
+        rate_limits=RateLimits(rpm=rpm, tpm=tpm, max_concurrency=concurrency),
     )
 
 

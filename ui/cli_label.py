@@ -25,9 +25,6 @@ from ui.cli_common import (
     with_progress,
 )
 
-#: The `model` (and params key) of prompt versions that hold tuned offline-baseline settings.
-BASELINE_MODEL = "baseline"
-
 jobs_app = typer.Typer(help="Bulk labeling jobs: list, show, cancel, resume.", no_args_is_help=True)
 app.add_typer(jobs_app, name="jobs")
 batch_app = typer.Typer(
@@ -91,75 +88,23 @@ def _labeler_for(
 ) -> tuple[Any, list[str]]:
     """Build the labeler a command runs: the LLM one when a model is configured, else the offline baseline.
 
-    `baseline` forces the choice (a resumed job keeps the labeler it started with).
+    `baseline` forces the choice (a resumed job keeps the labeler it started with). The choice itself is
+    `agent.services.labeler_for`, shared with the chat agent.
     """
-    from tools.errors import ConfigError
-    from tools.llm import is_configured
-    from tools.projects import get_project, require_spec
-    from tools.versions import PromptConfig, create_version, get_version, list_versions
-
-    notes: list[str] = []
-    with db.session() as session:
-        spec = require_spec(get_project(session, project_name))
-    if baseline is None:
-        baseline = not is_configured(settings)
-    if baseline:
-        from tools.baseline import BaselineLabeler
-
-        if not is_configured(settings):
-            notes.append("no model is configured: labeling with the offline baseline (embeddings, no LLM)")
-        if not BaselineLabeler.supports(spec):
-            raise ConfigError(
-                "no model configured: set OPENAI_API_KEY or OPENAI_BASE_URL "
-                f"(the offline baseline cannot label {spec.type.value} tasks)",
-                hint="OPENAI_BASE_URL may point at a local OpenAI-compatible server (vLLM, Ollama, llama.cpp)",
-            )
-        from evals.tune_baseline import tuned_config
-
-        tuned = tuned_config(db, project_name, version=version, version_id=version_id)
-        if tuned is None:
-            return BaselineLabeler(db, project_name), notes
-        policy, source = tuned
-        notes.append(f"the baseline uses the policy tuned in v{source.number}: {policy.summary()}")
-        return BaselineLabeler(db, project_name, **policy.labeler_options()), notes
-    from tools.examples import examples_for_version
-    from tools.llm import ModelSettings
-    from tools.llm_labeler import LLMLabeler
+    from agent.services import labeler_for
     from tools.ratelimit import RateLimits
 
-    versions = list_versions(db, project_name)
-    if version_id is not None:
-        info = next((v for v in versions if v.id == version_id), None)
-        if info is None:
-            raise ConfigError(f"the prompt version (id {version_id}) of this job no longer exists")
-    elif not versions and version is None:
-        info = create_version(
-            db, project_name, PromptConfig(), note="created by labelpilot label", adopt=True
-        )
-        notes.append(f"the project had no prompt version: created v{info.number} with default instructions")
-    else:
-        info = get_version(db, project_name, version)
-    # A version holding tuned baseline settings (model "baseline") names no LLM: the configured model labels.
-    llm_model = info.model if info.model and info.model != BASELINE_MODEL else None
-    params = {key: value for key, value in info.params.items() if key != BASELINE_MODEL}
-    model_settings = ModelSettings.from_settings(settings, model=model or llm_model, params=params)
-    limits = RateLimits(rpm=rpm, tpm=tpm, max_concurrency=concurrency)
-    # Few-shot examples come from the example store, synced with the ground truth now; the pool's
-    # fingerprint joins the labeler's identity, so a job whose examples changed is a new job.
-    examples = examples_for_version(db, settings, project_name, info, model=model_settings.model)
-    if examples is not None:
-        notes.extend(examples.notes)
-    labeler = LLMLabeler(
+    return labeler_for(
+        db,
         settings,
-        spec,
-        info,
-        model_settings=model_settings,
-        rate_limits=limits,
-        db=db,
-        examples_for=examples,
-        identity_extra=examples.identity() if examples is not None else None,
+        project_name,
+        version=version,
+        version_id=version_id,
+        model=model,
+        rate_limits=RateLimits(rpm=rpm, tpm=tpm, max_concurrency=concurrency),
+        baseline=baseline,
+        created_by="labelpilot label",
     )
-    return labeler, notes
 
 
 def _job_scope(gt_only: bool, limit: int | None) -> Any:

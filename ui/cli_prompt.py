@@ -157,7 +157,7 @@ def prompt_create(
             changes["reasoning"] = reasoning
         config = derive_config(parent, **changes)
         created = validate_and_create(
-            db, name, config, parent=base.number if base is not None else None, note=note
+            db, name, config, parent=base.number if base is not None else None, note=note, adopt=True
         )
         changed = _changed_settings(base, created.version) if base is not None else []
         return created, changed
