@@ -57,6 +57,7 @@ from urllib.parse import urlsplit
 
 import httpx
 import openai
+from langchain_core.language_models import LanguageModelInput
 from langchain_core.language_models.chat_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 from langchain_openai import ChatOpenAI
@@ -152,6 +153,22 @@ def is_configured(settings: Settings) -> bool:
     return settings.openai_api_key is not None or bool(settings.openai_base_url)
 
 
+class CompatibleChatOpenAI(ChatOpenAI):
+    """ChatOpenAI for OpenAI-compatible servers: an assistant turn with tool calls carries `content: ""`.
+
+    langchain-openai sends `null` there, which OpenAI accepts and llama.cpp's server answers with HTTP 500.
+    """
+
+    def _get_request_payload(
+        self, input_: LanguageModelInput, *, stop: list[str] | None = None, **kwargs: Any
+    ) -> dict[str, Any]:
+        payload: dict[str, Any] = super()._get_request_payload(input_, stop=stop, **kwargs)
+        for message in payload.get("messages") or []:
+            if message.get("role") == "assistant" and message.get("content") is None:
+                message["content"] = ""
+        return payload
+
+
 def build_chat_model(
     ms: ModelSettings,
     *,
@@ -191,7 +208,7 @@ def build_chat_model(
     if extra_body:
         kwargs["extra_body"] = extra_body
     kwargs.update(bind)
-    return ChatOpenAI(**kwargs)
+    return ChatOpenAI(**kwargs) if ms.is_openai_hosted else CompatibleChatOpenAI(**kwargs)
 
 
 class ChatModelFactory(Protocol):

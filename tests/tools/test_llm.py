@@ -842,3 +842,22 @@ async def test_concurrent_first_uses_detect_once(
     results = await asyncio.gather(*(store.ensure(ms, factory, SINGLE) for _ in range(5)))
     assert len({r.mode for r in results}) == 1
     assert route.call_count == 2  # one mode probe + one logprobs probe
+
+
+async def test_tool_call_turns_carry_empty_content_for_compatible_servers(
+    api: respx.MockRouter, http: httpx.AsyncClient
+) -> None:
+    # llama.cpp answers HTTP 500 to an assistant turn whose content is null (../STACK.md); OpenAI accepts it.
+    from langchain_core.messages import AIMessage, ToolMessage
+
+    route = api.post(URL).mock(return_value=completion("done"))
+    ms = ModelSettings(model="local", base_url=ENDPOINT, api_key=SecretStr(API_KEY))
+    chat = build_chat_model(ms, http_async_client=http)
+    turns = [
+        HumanMessage(content="status?"),
+        AIMessage(content="", tool_calls=[{"name": "project_status", "args": {}, "id": "call_1"}]),
+        ToolMessage(content="all good", tool_call_id="call_1"),
+    ]
+    await chat.ainvoke(turns)
+    sent = json.loads(route.calls.last.request.content)["messages"]
+    assert sent[1]["role"] == "assistant" and sent[1]["content"] == "" and sent[1]["tool_calls"]
