@@ -131,7 +131,9 @@ def create_version(
         )
         session.add(row)
         session.flush()
-        return _info(session, row)
+        # Current: the adopted one, or (none adopted yet) the newest, which this one is.
+        current = (project.current_version or number) == number
+        return _info(session, row).model_copy(update={"current": current})
 
 
 def _get_row(session: Session, project_id: int, number: int) -> PromptVersion:

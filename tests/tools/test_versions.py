@@ -324,10 +324,10 @@ def test_preview_explains_why_there_is_none(db: Database) -> None:
 def test_proposals_are_never_adopted_without_the_user(db: Database) -> None:
     create_project(db, "adopt", spec=LabelSpec.from_classes(["A", "B"]))
     first = create_version(db, "adopt", PromptConfig(instructions="one"))
-    assert current_version_number(db, "adopt") == first.number == 1
+    assert current_version_number(db, "adopt") == first.number == 1 and first.current
     mine = create_version(db, "adopt", PromptConfig(instructions="two"), parent=1, adopt=True)
     proposal = create_version(db, "adopt", PromptConfig(instructions="three"), parent=2, note="optimizer")
-    assert proposal.number == 3 and mine.number == 2
+    assert proposal.number == 3 and mine.number == 2 and mine.current and not proposal.current
     # Commands without a version number keep using v2 until the user adopts v3.
     assert get_version(db, "adopt").number == 2 and get_version(db, "adopt").current
     assert [v.current for v in list_versions(db, "adopt")] == [False, True, False]
