@@ -1638,6 +1638,20 @@ def _resolve_format(path: Path, fmt: ImportFormat | str | None, encoding: str) -
         ) from None
 
 
+def _checked_input(
+    path: str | Path, fmt: ImportFormat | str | None, encoding: str
+) -> tuple[Path, ImportFormat]:
+    """Check that a data file exists, is readable and not empty or binary; return it and its format."""
+    file_path = _check_path(Path(path).expanduser())
+    _check_encoding(encoding, file_path)
+    chosen = _resolve_format(file_path, fmt, encoding)
+    if chosen in _TEXT_FORMATS:
+        _scan_text_file(file_path, encoding, chosen)
+    elif file_path.stat().st_size == 0:
+        raise InputFileError("the file is empty", path=file_path, hint="export the data again")
+    return file_path, chosen
+
+
 def import_file(
     db: Database,
     project_name: str,
@@ -1678,13 +1692,7 @@ def import_file(
         progress: called with the number of rows read after every chunk.
     """
     started = time.perf_counter()
-    file_path = _check_path(Path(path).expanduser())
-    _check_encoding(encoding, file_path)
-    chosen = _resolve_format(file_path, fmt, encoding)
-    if chosen in _TEXT_FORMATS:
-        _scan_text_file(file_path, encoding, chosen)
-    elif file_path.stat().st_size == 0:
-        raise InputFileError("the file is empty", path=file_path, hint="export the data again")
+    file_path, chosen = _checked_input(path, fmt, encoding)
     if chosen is ImportFormat.labelstudio and (label_column is not None or label_sep is not None):
         raise InputFileError(
             "--label-column/--label-sep do not apply to Label Studio exports",
@@ -1769,4 +1777,327 @@ def import_file(
         label_column=label_column,
         schema_created=schema_created,
         seconds=round(time.perf_counter() - started, 3),
+    )
+
+
+# ---------------------------------------------------------------------- preview
+
+#: Most records `preview_file` reads to guess the mapping; the rest of the file is not parsed.
+PREVIEW_SCAN_ROWS = CHUNK_ROWS
+#: Column names (compared case-insensitively) taken as the label column, most telling first.
+LABEL_COLUMN_NAMES = (
+    "label",
+    "labels",
+    "category",
+    "class",
+    "intent",
+    "sentiment",
+    "topic",
+    "gold",
+    "target",
+    "answer",
+    "annotation",
+    "y",
+)
+#: Separators tried on label cells that may hold several labels, in order of preference.
+LABEL_SEPARATORS = (",", "|", ";")
+#: Longest label a guessed label column may hold (longer values are text, not classes).
+_SHORT_LABEL_CHARS = 40
+#: Most distinct labels a guessed label column may hold, and most `label_values` shown.
+_MAX_PREVIEW_LABELS = 50
+
+
+class FilePreview(BaseModel):
+    """The first records of a data file and a guessed mapping for `import_file`, for a person to confirm."""
+
+    path: str
+    format: ImportFormat
+    #: Columns in file order (for Label Studio exports: the keys of the tasks' `data`).
+    columns: list[str]
+    #: The first records as the importer reads them (for Label Studio exports: the tasks' `data`).
+    rows: list[Record]
+    #: Records read for the guesses (at most `PREVIEW_SCAN_ROWS`); `more_rows` says whether more follow.
+    rows_scanned: int
+    more_rows: bool
+    #: The id `import_file` uses by default: a column named `id` (Label Studio: `labelpilot_id` in the
+    #: data, else "id" meaning the export's task id); None: ids are derived from the content.
+    id_column: str | None
+    #: Guessed ground-truth column (None for Label Studio exports: annotations are the ground truth).
+    label_column: str | None
+    #: "," "|" or ";" when the label cells hold several labels each.
+    label_separator: str | None
+    #: Distinct labels of the label column (split by the separator), most frequent first, at most 50.
+    label_values: list[str]
+    #: Proposed input fields: every column but the id and label columns.
+    fields: list[str]
+    #: Remarks for the person confirming the mapping.
+    notes: list[str]
+
+
+@dataclass
+class _LabelGuess:
+    column: str
+    separator: str | None
+    #: Class name -> cells holding it, most frequent first (names merged as the schema would merge them).
+    counts: dict[str, int]
+    unlabeled: int
+
+
+def _is_empty_cell(value: Any) -> bool:
+    return value is None or value == [] or (isinstance(value, str) and not value.strip())
+
+
+def _guess_separator(cells: Sequence[Any]) -> str | None:
+    """Return the separator of multi-label text cells, or None when the cells hold one label each.
+
+    A separator counts when the parts it splits off are short and repeat across rows, and it occurs in a
+    third of the cells or more, or every part is also a whole cell elsewhere (most rows with one label).
+    """
+    if not cells or not all(isinstance(cell, str) for cell in cells):
+        return None
+    whole = {_label_key(cell) for cell in cells}
+    best: str | None = None
+    best_cells = 0
+    for separator in LABEL_SEPARATORS:
+        split_cells = sum(separator in cell for cell in cells)
+        if split_cells < 2 or split_cells <= best_cells:
+            continue
+        parts = [part.strip() for cell in cells for part in cell.split(separator) if part.strip()]
+        distinct = {_label_key(part) for part in parts}
+        if (
+            len(distinct) >= 2
+            and len(parts) >= 2 * len(distinct)
+            and all(len(part) <= _SHORT_LABEL_CHARS for part in parts)
+            and (split_cells * 3 >= len(cells) or distinct <= whole)
+        ):
+            best, best_cells = separator, split_cells
+    return best
+
+
+def _guess_labels(path: Path, column: str, cells: Sequence[Any]) -> _LabelGuess:
+    """Read a column's cells as `import_file` reads labels: class names as a created schema would get them."""
+    filled = [cell for cell in cells if not _is_empty_cell(cell)]
+    separator = _guess_separator(filled)
+    collector = _LabelCollector(path, column, separator)
+    counts: dict[str, int] = {}
+    spelling: dict[str, str] = {}  # labels differing only by case or spaces are one class: first spelling
+    unlabeled = len(cells) - len(filled)
+    for cell in filled:
+        names = collector._names(cell)
+        if not names:
+            unlabeled += 1
+        for name in names:
+            spelling.setdefault(_label_key(name), name)
+        for key in dict.fromkeys(_label_key(name) for name in names):
+            counts[key] = counts.get(key, 0) + 1
+    ranked = sorted(counts, key=counts.__getitem__, reverse=True)  # stable: ties keep first-seen order
+    return _LabelGuess(column, separator, {spelling[key]: counts[key] for key in ranked}, unlabeled)
+
+
+def _looks_like_classes(guess: _LabelGuess, cells: Sequence[Any], scanned: int) -> bool:
+    """Whether a column holds short values that repeat: 2 to min(50, scanned/2) distinct labels."""
+    allowed = (str, int, list)  # floats are measurements, objects are structure; bool is an int
+    if any(not isinstance(cell, allowed) for cell in cells if not _is_empty_cell(cell)):
+        return False
+    if any(len(name) > _SHORT_LABEL_CHARS for name in guess.counts):
+        return False
+    return 2 <= len(guess.counts) <= min(_MAX_PREVIEW_LABELS, scanned / 2)
+
+
+def _mean_chars(cells: Sequence[Any]) -> float:
+    lengths = [len(str(cell)) for cell in cells if not _is_empty_cell(cell)]
+    return sum(lengths) / len(lengths) if lengths else 0.0
+
+
+def _guess_label_column(
+    path: Path,
+    columns: Sequence[str],
+    cells: Mapping[str, list[Any]],
+    *,
+    id_column: str | None,
+    scanned: int,
+    notes: list[str],
+) -> _LabelGuess | None:
+    """Pick the label column: a telling name first, else the rightmost column of short repeating values."""
+    others = [name for name in columns if name != id_column]
+    if len(others) < 2:
+        return None  # the only column left must be the input
+    longest = max(others, key=lambda name: _mean_chars(cells[name]))
+    by_key = {name.casefold(): name for name in reversed(others)}  # first in file order wins
+    for wanted in LABEL_COLUMN_NAMES:
+        name = by_key.get(wanted)
+        if name is None:
+            continue
+        guess = _guess_labels(path, name, cells[name])
+        if name == longest and any(len(label) > _SHORT_LABEL_CHARS for label in guess.counts):
+            notes.append(f"The column '{name}' holds long texts, so it is not taken as the label column.")
+            continue
+        return guess
+    candidates = [
+        guess
+        for name in others
+        if name != longest
+        and _looks_like_classes(guess := _guess_labels(path, name, cells[name]), cells[name], scanned)
+    ]
+    if not candidates:
+        return None
+    chosen = candidates[-1]
+    shown = ", ".join(f"'{label}'" for label in list(chosen.counts)[:5])
+    notes.append(f"The column '{chosen.column}' is taken as the label column: its values repeat ({shown}).")
+    if len(candidates) > 1:
+        alternatives = ", ".join(f"'{guess.column}'" for guess in candidates[:-1])
+        notes.append(f"Other columns that could hold labels: {alternatives}.")
+    return chosen
+
+
+def _label_notes(guess: _LabelGuess, scanned: int, more_rows: bool) -> list[str]:
+    notes = []
+    scope = f"of the first {scanned:,} rows" if more_rows else f"of the {scanned:,} rows"
+    if guess.unlabeled:
+        notes.append(
+            f"{guess.unlabeled:,} {scope} have no label in '{guess.column}' (they import unlabeled)."
+        )
+    if guess.separator is not None:
+        notes.append(
+            f"Cells of '{guess.column}' hold several labels separated by '{guess.separator}' (multi-label)."
+        )
+    if len(guess.counts) == 1:
+        notes.append(
+            f"The column '{guess.column}' holds a single label ('{next(iter(guess.counts))}'); a schema "
+            "created from it needs at least two classes."
+        )
+    elif len(guess.counts) > _MAX_PREVIEW_LABELS:
+        notes.append(
+            f"'{guess.column}' has {len(guess.counts):,} distinct labels; the {_MAX_PREVIEW_LABELS} most "
+            "frequent are listed."
+        )
+    return notes
+
+
+def _preview_labelstudio(
+    path: Path, records: list[tuple[int, Record]], *, shown: int, more_rows: bool, fmt: ImportFormat
+) -> FilePreview:
+    """Preview a Label Studio export: the tasks' data, the task id, and what becomes ground truth."""
+    mapper = _LabelStudioMapper(path, fields=None, id_column=None, max_field_bytes=1_000_000, spec=None)
+    data = [{key: _clean_value(value) for key, value in task["data"].items()} for _line, task in records]
+    columns = list(dict.fromkeys(key for record in data for key in record))
+    id_column: str | None = None
+    for _line, task in records:  # the first task that has an id decides, as in `_LabelStudioMapper.map`
+        if LS_ID_KEY in task["data"]:
+            id_column = LS_ID_KEY
+        elif task.get("id") is not None:
+            id_column = "id"
+        if id_column is not None:
+            break
+    annotated = sum(mapper._latest_annotation(task, line) is not None for line, task in records)
+    predicted = sum(bool(task.get("predictions")) for _line, task in records)
+    scope = f"of the first {len(records):,}" if more_rows else f"of the {len(records):,}"
+    notes = [
+        "Label Studio export: the latest non-cancelled annotation of each task becomes its ground truth "
+        f"({annotated:,} {scope} tasks have one); no label column is needed."
+    ]
+    if annotated:
+        notes.append("Reading annotations needs the project's label schema (e.g. from the labeling config).")
+    if predicted:
+        notes.append(f"{predicted:,} {scope} tasks have predictions; they are kept as imported runs.")
+    if id_column is None:
+        notes.append("The tasks have no id: task ids will be derived from the content.")
+    return FilePreview(
+        path=str(path),
+        format=fmt,
+        columns=columns,
+        rows=data[:shown],
+        rows_scanned=len(records),
+        more_rows=more_rows,
+        id_column=id_column,
+        label_column=None,
+        label_separator=None,
+        label_values=[],
+        fields=[name for name in columns if name != LS_ID_KEY],
+        notes=notes,
+    )
+
+
+def preview_file(
+    path: str | Path,
+    *,
+    rows: int = 5,
+    fmt: ImportFormat | str | None = None,
+    encoding: str = "utf-8",
+    sheet: str | None = None,
+) -> FilePreview:
+    """Show the first records of a data file and guess its id, label and input columns; writes nothing.
+
+    The file is checked and read exactly as `import_file` reads it (same errors), but at most
+    `PREVIEW_SCAN_ROWS` records are parsed: the guesses rest on those.
+
+    Args:
+        path: the file; its extension gives the format unless `fmt` is passed.
+        rows: how many records to return in `rows` (0 to `PREVIEW_SCAN_ROWS`).
+        fmt: the format, when the extension does not say it.
+        encoding: the text encoding of CSV/TSV/JSON/JSONL files.
+        sheet: the Excel sheet to read (default: the first).
+    """
+    if not 0 <= rows <= PREVIEW_SCAN_ROWS:
+        raise ValueError(f"rows must be between 0 and {PREVIEW_SCAN_ROWS}, got {rows}")
+    file_path, chosen = _checked_input(path, fmt, encoding)
+    headers: list[list[str]] = []
+    stream = READERS[chosen](
+        ReadOptions(
+            path=file_path,
+            encoding=encoding,
+            sheet=sheet,
+            unescape_formulas=chosen in _SPREADSHEET_FORMATS,
+            on_columns=lambda columns, _line: headers.append(columns),
+        )
+    )
+    records: list[tuple[int, Record]] = []
+    more_rows = False
+    try:
+        for item in stream:
+            if len(records) == PREVIEW_SCAN_ROWS:
+                more_rows = True
+                break
+            records.append(item)
+    finally:
+        stream.close()
+    if chosen is ImportFormat.labelstudio:
+        return _preview_labelstudio(file_path, records, shown=rows, more_rows=more_rows, fmt=chosen)
+
+    values = [record for _line, record in records]
+    columns = headers[0] if headers else list(dict.fromkeys(key for record in values for key in record))
+    # `import_file` takes a column named exactly `id` from the header, or from the first JSON record.
+    first_keys = headers[0] if headers else list(values[0]) if values else []
+    id_column = "id" if "id" in first_keys else None
+    cells = {name: [record.get(name) for record in values] for name in columns}
+    notes: list[str] = []
+    guess = _guess_label_column(
+        file_path, columns, cells, id_column=id_column, scanned=len(values), notes=notes
+    )
+    if guess is None:
+        notes.append("No label column found: the tasks will be imported without ground truth.")
+    else:
+        notes.extend(_label_notes(guess, len(values), more_rows))
+    if id_column is None:
+        notes.append("There is no 'id' column: task ids will be derived from the content.")
+    for role, name in (("id", id_column), ("label", guess.column if guess else None)):
+        lacking = sum(name not in record for record in values) if name is not None else 0
+        if lacking:
+            notes.append(f"{lacking:,} records have no '{name}' key; every record needs its {role}.")
+    if not values:
+        notes.append("The file has no rows, only a header.")
+    label_column = guess.column if guess is not None else None
+    return FilePreview(
+        path=str(file_path),
+        format=chosen,
+        columns=columns,
+        rows=values[:rows],
+        rows_scanned=len(values),
+        more_rows=more_rows,
+        id_column=id_column,
+        label_column=label_column,
+        label_separator=guess.separator if guess is not None else None,
+        label_values=list(guess.counts)[:_MAX_PREVIEW_LABELS] if guess is not None else [],
+        fields=[name for name in columns if name not in (id_column, label_column)],
+        notes=notes,
     )
