@@ -28,6 +28,10 @@ class Settings(BaseModel):
     agent_model: str | None = None
     #: Model that writes candidate instructions (improve, prompt prefer); default: the labeling model.
     writer_model: str | None = None
+    #: Web app logins given in the environment, `name:password,name:password` (LABELPILOT_USERS).
+    web_users: SecretStr | None = None
+    #: The file of web app logins (LABELPILOT_USERS_FILE); default: `users.toml` in the data folder.
+    users_file: Path | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:
@@ -35,6 +39,8 @@ class Settings(BaseModel):
         env = os.environ if env is None else env
         home = Path(env.get("LABELPILOT_HOME") or DEFAULT_HOME).expanduser()
         key = env.get("OPENAI_API_KEY") or None
+        web_users = env.get("LABELPILOT_USERS") or None
+        users_file = env.get("LABELPILOT_USERS_FILE") or None
         return cls(
             home=home,
             database_url=env.get("LABELPILOT_DATABASE_URL") or None,
@@ -44,6 +50,8 @@ class Settings(BaseModel):
             label_model=env.get("LABELPILOT_MODEL") or DEFAULT_LABEL_MODEL,
             agent_model=env.get("LABELPILOT_AGENT_MODEL") or None,
             writer_model=env.get("LABELPILOT_WRITER_MODEL") or None,
+            web_users=SecretStr(web_users) if web_users else None,
+            users_file=Path(users_file).expanduser() if users_file else None,
         )
 
     @property

@@ -17,20 +17,22 @@ from typing import Any, ClassVar
 from sqlalchemy import (
     JSON,
     Boolean,
+    Column,
     DateTime,
     Float,
     ForeignKey,
     Index,
     Integer,
     String,
+    Table,
     Text,
     UniqueConstraint,
     create_engine,
     event,
     inspect,
 )
-from sqlalchemy.dialects.postgresql import JSONB
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
+from sqlalchemy.engine import URL, Connection, Engine, make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
@@ -208,6 +210,99 @@ class BatchJob(Base):
     ingested_at: Mapped[datetime | None] = mapped_column(nullable=True)
 
 
+# ---------------------------------------------------------------- chat history of the web app
+# Chainlit's SQLAlchemy data layer (set up in ui/web_auth.py) reads and writes these five tables with its own
+# raw SQL; labelpilot code never touches them. Names and types are the ones it expects (migration 0005 says
+# why each type is what it is); they are declared here so the migrations keep matching this metadata.
+
+_CHAT_DOCUMENT = Text().with_variant(JSONB(), "postgresql")
+_CHAT_TAGS = Text().with_variant(ARRAY(Text()), "postgresql")
+
+
+def _chat_thread_id(*, nullable: bool) -> Column[str]:
+    return Column("threadId", Text, ForeignKey("threads.id", ondelete="CASCADE"), nullable=nullable)
+
+
+chat_users = Table(
+    "users",
+    Base.metadata,
+    Column("id", Text, primary_key=True),
+    Column("identifier", Text, nullable=False, unique=True),
+    Column("metadata", _CHAT_DOCUMENT, nullable=False),
+    Column("createdAt", Text, nullable=True),
+)
+chat_threads = Table(
+    "threads",
+    Base.metadata,
+    Column("id", Text, primary_key=True),
+    Column("createdAt", Text, nullable=True),
+    Column("name", Text, nullable=True),
+    Column("userId", Text, ForeignKey("users.id", ondelete="CASCADE"), nullable=True),
+    Column("userIdentifier", Text, nullable=True),
+    Column("tags", _CHAT_TAGS, nullable=True),
+    Column("metadata", _CHAT_DOCUMENT, nullable=True),
+    Index("ix_threads_user_id", "userId"),
+)
+chat_steps = Table(
+    "steps",
+    Base.metadata,
+    Column("id", Text, primary_key=True),
+    Column("name", Text, nullable=False),
+    Column("type", Text, nullable=False),
+    _chat_thread_id(nullable=False),
+    Column("parentId", Text, nullable=True),
+    Column("streaming", Boolean, nullable=False),
+    Column("waitForAnswer", Boolean, nullable=True),
+    Column("isError", Boolean, nullable=True),
+    Column("metadata", _CHAT_DOCUMENT, nullable=True),
+    Column("tags", _CHAT_TAGS, nullable=True),
+    Column("input", Text, nullable=True),
+    Column("output", Text, nullable=True),
+    Column("createdAt", Text, nullable=True),
+    Column("command", Text, nullable=True),
+    Column("modes", _CHAT_DOCUMENT, nullable=True),
+    Column("start", Text, nullable=True),
+    Column("end", Text, nullable=True),
+    Column("generation", _CHAT_DOCUMENT, nullable=True),
+    Column("showInput", Text, nullable=True),
+    Column("defaultOpen", Boolean, nullable=True),
+    Column("autoCollapse", Boolean, nullable=True),
+    Column("language", Text, nullable=True),
+    Index("ix_steps_thread_id", "threadId"),
+)
+chat_elements = Table(
+    "elements",
+    Base.metadata,
+    Column("id", Text, primary_key=True),
+    _chat_thread_id(nullable=True),
+    Column("type", Text, nullable=True),
+    Column("url", Text, nullable=True),
+    Column("chainlitKey", Text, nullable=True),
+    Column("name", Text, nullable=False),
+    Column("display", Text, nullable=True),
+    Column("objectKey", Text, nullable=True),
+    Column("size", Text, nullable=True),
+    Column("page", Integer, nullable=True),
+    Column("language", Text, nullable=True),
+    Column("forId", Text, nullable=True),
+    Column("mime", Text, nullable=True),
+    Column("props", Text, nullable=True),
+    Column("autoPlay", Boolean, nullable=True),
+    Column("playerConfig", _CHAT_DOCUMENT, nullable=True),
+    Index("ix_elements_thread_id", "threadId"),
+)
+chat_feedbacks = Table(
+    "feedbacks",
+    Base.metadata,
+    Column("id", Text, primary_key=True),
+    Column("forId", Text, nullable=False),
+    _chat_thread_id(nullable=True),
+    Column("value", Integer, nullable=False),
+    Column("comment", Text, nullable=True),
+    Index("ix_feedbacks_for_id", "forId"),
+)
+
+
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     # WAL lets the chat read while a bulk job writes; foreign keys are off by default in SQLite.
@@ -237,23 +332,28 @@ def head_revision() -> str:
     return head
 
 
+def parse_database_url(url: str) -> URL:
+    """Parse a database URL; plain `postgresql://` gets the psycopg 3 driver we ship (a ConfigError if bad)."""
+    try:
+        parsed = make_url(url)
+    except ArgumentError as exc:
+        raise ConfigError(
+            f"LABELPILOT_DATABASE_URL is not a database URL: {exc}",
+            hint="use e.g. postgresql+psycopg://user:password@host:5432/dbname",
+        ) from exc
+    if parsed.drivername == "postgresql":
+        # Plain postgresql:// would ask for psycopg2.
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
 class Database:
     """A handle on the relational store: an engine plus a session factory."""
 
     def __init__(self, url: str, *, echo: bool = False) -> None:
-        try:
-            parsed = make_url(url)
-        except ArgumentError as exc:
-            raise ConfigError(
-                f"LABELPILOT_DATABASE_URL is not a database URL: {exc}",
-                hint="use e.g. postgresql+psycopg://user:password@host:5432/dbname",
-            ) from exc
-        if parsed.drivername == "postgresql":
-            # psycopg 3 is the driver we ship; plain postgresql:// would ask for psycopg2.
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        self.url = parsed
-        self.is_sqlite = parsed.get_backend_name() == "sqlite"
-        self.engine: Engine = create_engine(parsed, echo=echo, future=True)
+        self.url = parse_database_url(url)
+        self.is_sqlite = self.url.get_backend_name() == "sqlite"
+        self.engine: Engine = create_engine(self.url, echo=echo, future=True)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)

@@ -20,7 +20,7 @@ from tools.exporters import ExportFormat
 from tools.importers import ImportFormat
 from tools.settings import Settings
 from tools.storage import Database
-from ui import cli_chat, cli_eval, cli_improve, cli_label, cli_prompt
+from ui import cli_chat, cli_eval, cli_improve, cli_label, cli_prompt, cli_users
 from ui.cli_common import (
     JsonOpt,
     ProjectOpt,
@@ -36,7 +36,7 @@ from ui.cli_common import (
     split_csv,
 )
 
-__all__ = ["app", "cli_chat", "cli_eval", "cli_improve", "cli_label", "cli_prompt", "main"]
+__all__ = ["app", "cli_chat", "cli_eval", "cli_improve", "cli_label", "cli_prompt", "cli_users", "main"]
 
 project_app = typer.Typer(help="Create, list and inspect projects.", no_args_is_help=True)
 schema_app = typer.Typer(help="Set or show a project's label schema.", no_args_is_help=True)

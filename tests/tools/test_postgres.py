@@ -14,7 +14,7 @@ from tools.groundtruth import coverage, delete_label, sample_tasks, set_label, t
 from tools.importers import import_file
 from tools.labelspec import LabelSpec
 from tools.projects import create_project, list_projects
-from tools.storage import Database, head_revision
+from tools.storage import Base, Database, head_revision
 
 pytestmark = pytest.mark.postgres
 
@@ -36,6 +36,18 @@ def test_schema_is_created_on_postgres(pg_db: Database) -> None:
     # JSON columns use JSONB on PostgreSQL.
     columns = {c["name"]: c["type"] for c in inspect(pg_db.engine).get_columns("tasks")}
     assert type(columns["data"]).__name__ == "JSONB"
+    # The web app's chat history: JSONB documents and TEXT[] tags, as Chainlit's data layer binds them.
+    steps = {c["name"]: c["type"] for c in inspect(pg_db.engine).get_columns("steps")}
+    assert type(steps["metadata"]).__name__ == "JSONB" and type(steps["tags"]).__name__ == "ARRAY"
+    assert "autoCollapse" in steps
+
+
+def test_the_migrations_build_exactly_the_orm_schema_on_postgres(pg_db: Database) -> None:
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    with pg_db.engine.connect() as connection:
+        assert compare_metadata(MigrationContext.configure(connection), Base.metadata) == []
 
 
 def test_full_flow_on_postgres(pg_db: Database, tmp_path: Path) -> None:

@@ -28,6 +28,7 @@ def test_open_creates_the_data_folder_and_schema(settings: Settings) -> None:
     assert db.current_revision() == head_revision()
     tables = set(inspect(db.engine).get_table_names())
     assert {"projects", "tasks", "annotations", "prompt_versions", "runs", "predictions"} <= tables
+    assert {"users", "threads", "steps", "elements", "feedbacks"} <= tables  # the web app's chat history
     db.dispose()
 
 
