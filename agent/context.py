@@ -52,6 +52,10 @@ class AgentContext:
     #: Seconds a labeling tool waits for its job before answering; None waits until the job ends
     #: (one-shot CLI turns, whose process would end the job when it exits).
     foreground_s: float | None = DEFAULT_FOREGROUND_S
+    #: The chat's settings panel: a labeling model that overrides the prompt version's, and the number of
+    #: few-shot examples per item (None: as the version says).
+    labeling_model: str | None = None
+    few_shot_k: int | None = None
     #: Jobs this process runs in the background (watch and cancel them from the chat).
     jobs: JobRunner = field(default_factory=JobRunner)
 

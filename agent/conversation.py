@@ -8,6 +8,7 @@ declines it and is then handled as a new message.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal
 
 from langchain_core.messages import AIMessage, AnyMessage, HumanMessage, ToolMessage
@@ -27,6 +28,8 @@ class TurnMessage(BaseModel):
     role: Literal["user", "assistant", "tool"]
     content: str
     name: str | None = None
+    #: For a tool message: the id of the call it answers.
+    tool_call_id: str | None = None
     tool_calls: list[dict[str, Any]] = Field(default_factory=list)
     status: str | None = None
     artifacts: list[dict[str, Any]] = Field(default_factory=list)
@@ -82,10 +85,25 @@ def _turn_message(message: AnyMessage) -> TurnMessage | None:
             role="tool",
             content=_content(message),
             name=message.name,
+            tool_call_id=message.tool_call_id,
             status=message.status,
             artifacts=artifacts,
         )
     return None
+
+
+#: Called with each message as the graph produces it (a UI shows tool steps live).
+OnMessage = Callable[[TurnMessage], Awaitable[None]]
+
+
+def _update_messages(update: Any) -> list[AnyMessage]:
+    """The messages a node's update adds (a tool node's Command updates come as a list of dicts)."""
+    items = update if isinstance(update, list) else [update]
+    found: list[AnyMessage] = []
+    for item in items:
+        if isinstance(item, dict):
+            found.extend(m for m in item.get("messages", []) if isinstance(m, AIMessage | ToolMessage))
+    return found
 
 
 class Conversation:
@@ -111,20 +129,28 @@ class Conversation:
         state = await self.graph.aget_state(self.config)
         return dict(state.interrupts[0].value) if state.interrupts else None
 
-    async def send(self, text: str, *, project: str | None = None) -> Turn:
+    async def project(self) -> str | None:
+        """The project the conversation works on (the thread's, else the context's)."""
+        state = await self.graph.aget_state(self.config)
+        chosen = state.values.get("project") if state.values else None
+        return str(chosen) if chosen else self.context.project
+
+    async def send(
+        self, text: str, *, project: str | None = None, on_message: OnMessage | None = None
+    ) -> Turn:
         """Send a person's message (an answer, when a confirmation is pending and it says yes or no)."""
         if await self.pending() is not None:
             answer = parse_answer(text)
             if answer is not None:
-                return await self.answer(answer)
-            declined = await self.answer(False)
-            return declined.extend(await self.send(text, project=project))
+                return await self.answer(answer, on_message=on_message)
+            declined = await self.answer(False, on_message=on_message)
+            return declined.extend(await self.send(text, project=project, on_message=on_message))
         payload: dict[str, Any] = {"messages": [HumanMessage(content=text)]}
         if project:
             payload["project"] = project
-        return await self._run(payload)
+        return await self._run(payload, on_message)
 
-    async def answer(self, confirmed: bool) -> Turn:
+    async def answer(self, confirmed: bool, *, on_message: OnMessage | None = None) -> Turn:
         """Answer the pending confirmation(s) with yes or no (nothing pending: an empty turn)."""
         state = await self.graph.aget_state(self.config)
         if not state.interrupts:
@@ -133,11 +159,21 @@ class Conversation:
             resume: Any = confirmed
         else:
             resume = {item.id: confirmed for item in state.interrupts}
-        return await self._run(Command(resume=resume))
+        return await self._run(Command(resume=resume), on_message)
 
-    async def _run(self, payload: Any) -> Turn:
+    async def _run(self, payload: Any, on_message: OnMessage | None = None) -> Turn:
         before = len(await self.messages())
-        await self.graph.ainvoke(payload, self.config, context=self.context)
+        if on_message is None:
+            await self.graph.ainvoke(payload, self.config, context=self.context)
+        else:
+            async for update in self.graph.astream(
+                payload, self.config, context=self.context, stream_mode="updates"
+            ):
+                for node_update in update.values():
+                    for message in _update_messages(node_update):
+                        shown = _turn_message(message)
+                        if shown is not None:
+                            await on_message(shown)
         state = await self.graph.aget_state(self.config)
         new = list(state.values.get("messages", []))[before:]
         turn = Turn(thread=self.thread_id)

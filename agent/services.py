@@ -45,6 +45,7 @@ def labeler_for(
     baseline: bool | None = None,
     version_id: int | None = None,
     model: str | None = None,
+    few_shot_k: int | None = None,
     created_by: str = "the chat agent to label",
 ) -> tuple[Any, list[str]]:
     """Return the labeler a job runs and notes for the person (the one place that makes this choice).
@@ -52,7 +53,8 @@ def labeler_for(
     The LLM labeler of a prompt version (`version`, else the current one; `version_id` for a job resumed
     with the version it started with) when a model is configured — a project without versions gets v1 with
     default instructions — else the offline baseline, with the policy a tuned version stores. `baseline`
-    forces the choice (a resumed job keeps the labeler it started with); `model` overrides the version's.
+    forces the choice (a resumed job keeps the labeler it started with); `model` overrides the version's,
+    and `few_shot_k` its number of examples (0 turns them off; the chat's settings panel sets both).
     """
     from tools.llm import is_configured
     from tools.projects import get_project, require_spec
@@ -96,6 +98,12 @@ def labeler_for(
         info = get_version(db, project_name, version)
     # A version holding tuned baseline settings (model "baseline") names no LLM: the configured model labels.
     llm_model = info.model if info.model and info.model != BASELINE_MODEL else None
+    identity: dict[str, Any] = {}
+    if few_shot_k is not None and few_shot_k != info.few_shot.k:
+        info = with_few_shot_k(info, few_shot_k)
+        # The version's id stays in the identity; the changed policy must be in it too (a different job).
+        identity["few_shot_override"] = info.few_shot.model_dump(mode="json")
+        notes.append(f"{few_shot_k} few-shot example(s) per item, from the chat settings")
     params = {key: value for key, value in info.params.items() if key != BASELINE_MODEL}
     model_settings = ModelSettings.from_settings(settings, model=model or llm_model, params=params)
     # Few-shot examples come from the example store, synced with the ground truth now; the pool's
@@ -112,9 +120,24 @@ def labeler_for(
         db=db,
         http_async_client=http_async_client,
         examples_for=examples,
-        identity_extra=examples.identity() if examples is not None else None,
+        identity_extra={**identity, **(examples.identity() if examples is not None else {})} or None,
     )
     return labeler, notes
+
+
+def with_few_shot_k(info: Any, k: int) -> Any:
+    """A copy of a prompt version that shows `k` examples (nearest ones when it had no policy; 0: none)."""
+    from tools.versions import FewShotKind, FewShotPolicy
+
+    kind = info.few_shot.kind
+    if k == 0:
+        kind = FewShotKind.none
+    elif kind is FewShotKind.none:
+        kind = FewShotKind.nearest
+    policy = FewShotPolicy(
+        kind=kind, k=k, example_ids=info.few_shot.example_ids, max_tokens=info.few_shot.max_tokens
+    )
+    return info.model_copy(update={"few_shot": policy})
 
 
 def _tuned_baseline(
@@ -154,6 +177,8 @@ def eval_labeler(
     split: str | None,
     rate_limits: RateLimits,
     http_async_client: Any = None,
+    model: str | None = None,
+    few_shot_k: int | None = None,
 ) -> tuple[Any, list[str]]:
     """Return the labeler an evaluation runs: the baseline (learning from the train split only when
     evaluating another split) when asked or when no model is configured, else `labeler_for`'s LLM labeler."""
@@ -168,6 +193,8 @@ def eval_labeler(
             rate_limits=rate_limits,
             http_async_client=http_async_client,
             baseline=False,
+            model=model,
+            few_shot_k=few_shot_k,
         )
     from tools.baseline import BaselineLabeler, supports
     from tools.groundtruth import current_labels

@@ -845,6 +845,8 @@ async def evaluate(
         split=split,
         rate_limits=ctx.rate_limits,
         http_async_client=ctx.http_async_client,
+        model=ctx.labeling_model,
+        few_shot_k=ctx.few_shot_k,
     )
     estimate = None
     if getattr(labeler, "prices", None) is not None:
@@ -1188,6 +1190,8 @@ def estimate_cost(
         version=version,
         rate_limits=ctx.rate_limits,
         http_async_client=ctx.http_async_client,
+        model=ctx.labeling_model,
+        few_shot_k=ctx.few_shot_k,
     )
     estimate = estimate_job(
         ctx.db, name, labeler, scope=_job_scope(ground_truth_only, limit), prices=_prices(labeler)
@@ -1250,6 +1254,8 @@ async def start_labeling(
         version=version,
         rate_limits=ctx.rate_limits,
         http_async_client=ctx.http_async_client,
+        model=ctx.labeling_model,
+        few_shot_k=ctx.few_shot_k,
     )
     scope = _job_scope(ground_truth_only, limit)
     plan = job_plan(ctx.db, name, labeler, scope=scope)
