@@ -396,6 +396,37 @@ async def test_labeling_asks_then_runs_with_live_progress(
         await close(app)
 
 
+async def test_review_cards_accept_or_correct_predictions(
+    app: ModuleType, demo: Database, tmp_path: Path
+) -> None:
+    chat = await open_chat(app, tmp_path / "files")
+    try:
+        await chat.type("/use support-intents")
+        await chat.type("/label")
+        await chat.click("Yes, go ahead")
+        session = app.session_chat()
+        for watcher in list(session.watchers.values()):
+            await watcher
+        replies = await chat.type("/review 2")
+        assert replies[0].startswith("2 prediction(s) to review, least confident first")
+        card = chat.elements[-1]["props"]
+        assert card["progress"] == "review 1 / 2" and card["note"].startswith("Predicted: ")
+        accept = chat.card_buttons()[0]
+        assert accept.startswith("✓ Accept ") and chat.card_buttons()[-1] == "Skip"
+        first = card["title"].split("task ")[-1]
+        predicted = accept.removeprefix("✓ Accept ")
+        await chat.click(accept)
+        [record] = [r for r in task_history(demo, "support-intents", first)]
+        assert (record.value, record.source) == (predicted, "review")
+        second = chat.elements[-1]["props"]["title"].split("task ")[-1]
+        other = next(label for label in chat.card_buttons()[1:-2] if label != chat.card_buttons()[0])
+        replies = await chat.click(other)
+        assert replies[-1].startswith("Done: 2 reviewed, 0 skipped, of 2.")
+        assert task_history(demo, "support-intents", second)[-1].value == other
+    finally:
+        await close(app)
+
+
 async def test_no_to_a_confirmation_starts_nothing(app: ModuleType, demo: Database, tmp_path: Path) -> None:
     chat = await open_chat(app, tmp_path / "files")
     try:
