@@ -294,13 +294,22 @@ class WebChat:
 
     async def run_turn(self, call: ItemCall) -> None:
         """Run one exchange with the agent and show it (steps live, then the reply and what came with it)."""
+        from chainlit.context import local_steps
+
+        # Chainlit runs each handler in a "run" step; nesting the tool steps in it keeps them in order
+        # (before the reply) in the browser.
+        running = local_steps.get() or []
+        parent_id = running[-1].id if running else None
         steps: dict[str, cl.Step] = {}
         before = set(self.context.jobs.running())
 
         async def shown(item: TurnMessage) -> None:
             if item.role == "assistant":
                 for tool_call in item.tool_calls:
-                    step = cl.Step(name=str(tool_call["name"]), type="tool", show_input="json")
+                    step = cl.Step(
+                        name=str(tool_call["name"]), type="tool", show_input="json", parent_id=parent_id
+                    )
+                    step.start = datetime.now(UTC).isoformat()
                     step.input = json.dumps(tool_call.get("args") or {}, ensure_ascii=False, default=str)
                     await step.send()  # type: ignore[no-untyped-call]
                     steps[str(tool_call.get("id"))] = step
