@@ -177,7 +177,8 @@ def set_label(
         spec = require_spec(project)
         task = find_task(session, project.id, task_ref)
         if parse and isinstance(value, str):
-            value = spec.parse_text(value)
+            # Spans typed without offsets (or without their text) are placed in the task's source text.
+            value = spec.parse_text(value, source_text=source_text_for(spec, task))
         record_label(session, task=task, spec=spec, value=value, author=author, source=source)
         return history(session, task, spec)[-1]
 

@@ -216,6 +216,7 @@ class Deck:
 
     def skip(self) -> None:
         """Leave the current card unlabeled and move on."""
+        self._ref()  # a finished deck has no card to skip (IndexError, like `label`)
         self.steps.append(_Step(self.position, labeled=False))
         self.skipped += 1
         self._advance()

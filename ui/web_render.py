@@ -51,17 +51,22 @@ def number(value: float | None, digits: int = 3) -> str:
 
 def percent(value: float | None) -> str:
     """0.842 → 84.2%."""
-    return "—" if value is None else f"{value:.1%}"
+    return "—" if value is None or math.isnan(value) else f"{value:.1%}"
+
+
+class Markdown(str):
+    """A cell rendered already (e.g. a bold name built from escaped parts): `table` keeps it as it is."""
 
 
 def table(headers: Sequence[str], rows: Sequence[Sequence[Any]], *, right: Sequence[int] = ()) -> str:
-    """A markdown table; `right` lists the columns aligned right (numbers)."""
+    """A markdown table; `right` lists the columns aligned right (numbers).
+
+    Every cell is escaped with `cell` except `Markdown` ones: a dataset value that merely starts with
+    "**" is escaped like any other, so it cannot break the table.
+    """
     head = "| " + " | ".join(cell(h) for h in headers) + " |"
     rule = "|" + "|".join("---:" if i in right else "---" for i in range(len(headers))) + "|"
-    body = [
-        "| " + " | ".join(c if isinstance(c, str) and c.startswith("**") else cell(c) for c in row) + " |"
-        for row in rows
-    ]
+    body = ["| " + " | ".join(c if isinstance(c, Markdown) else cell(c) for c in row) + " |" for row in rows]
     return "\n".join([head, rule, *body])
 
 
@@ -114,7 +119,7 @@ def projects_table(projects: Sequence[ProjectSummary], current: str | None) -> s
         )
     rows = []
     for project in projects:
-        name = f"**{cell(project.name)}**" + (" ← current" if project.name == current else "")
+        name = Markdown(f"**{cell(project.name)}**" + (" ← current" if project.name == current else ""))
         rows.append(
             [
                 name,
@@ -169,7 +174,7 @@ def metrics_table(report: Mapping[str, Any]) -> str:
     headline = metrics["headline"]
     rows: list[list[Any]] = []
     span = f"{number(interval['low'])} – {number(interval['high'])}" if interval else ""
-    rows.append([f"**{headline.replace('_', ' ')}**", number(values.get(headline)), span])
+    rows.append([Markdown(f"**{cell(headline.replace('_', ' '))}**"), number(values.get(headline)), span])
     for key, value in values.items():
         if key != headline and value is not None and not key.startswith("latency"):
             rows.append([key.replace("_", " "), number(value), ""])
@@ -228,7 +233,10 @@ def errors_table(items: Sequence[Any], *, text_chars: int = 100) -> str:
     rows = []
     for item in items:
         text = " · ".join(str(v) for v in item.data.values())
-        rows.append([item.external_id, cell(text, text_chars), _label(item.gold), _label(item.predicted)])
+        # The input is cut (and escaped) here to its own width: `Markdown` keeps `table` from escaping it twice.
+        rows.append(
+            [item.external_id, Markdown(cell(text, text_chars)), _label(item.gold), _label(item.predicted)]
+        )
     return table(["task", "input", "gold", "predicted"], rows) if rows else ""
 
 
@@ -314,10 +322,10 @@ def progress_text(info: Any, *, rate: float | None, running: bool) -> str:
 
 
 def _eta(seconds: float) -> str:
-    if seconds < 60:
+    if round(seconds) < 60:
         return f"{max(1, round(seconds))} s"
-    if seconds < 3600:
-        return f"{seconds / 60:.0f} min"
+    if round(seconds / 60) < 60:
+        return f"{round(seconds / 60)} min"
     return f"{seconds / 3600:.1f} h"
 
 
