@@ -124,11 +124,10 @@ async def on_chat_start() -> None:
 
 @cl.on_chat_resume
 async def on_chat_resume(thread: ThreadDict) -> None:
-    """Continue a chat from the history: the agent's memory of the thread is in the checkpointer."""
-    chat = await open_chat()
-    if chat is not None:
-        project = await chat.project()
-        await say(f"Welcome back. Working on **{project}**." if project else "Welcome back.")
+    """Continue a chat from the history: the same thread id, so the agent remembers its project and items."""
+    # Chainlit replays the stored messages right after this returns (anything sent here would be wiped
+    # by that replay); the agent's memory of the thread comes from the checkpointer.
+    await open_chat()
 
 
 @cl.on_chat_end

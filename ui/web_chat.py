@@ -323,7 +323,7 @@ class WebChat:
                     if len(item.content) <= STEP_OUTPUT_CHARS
                     else item.content[:STEP_OUTPUT_CHARS] + " …"
                 )
-                step.output = output
+                step.output = render.safe_markdown(output)
                 step.is_error = item.status == "error"
                 step.end = datetime.now(UTC).isoformat()
                 await step.update()  # type: ignore[no-untyped-call]
@@ -358,7 +358,7 @@ class WebChat:
         for artifact in details:
             await self._artifact(artifact, elements, extra, buttons)
         if reply or elements or extra:
-            body = "\n\n".join(part for part in [reply, *extra] if part)
+            body = "\n\n".join(part for part in [render.safe_markdown(reply), *extra] if part)
             await say(body, elements=elements, actions=buttons)
         for artifact in cards:
             await self.start_deck(artifact)

@@ -22,6 +22,10 @@ CELL_CHARS = 80
 MAX_CHOICES_SHOWN = 8
 
 _MARKUP = re.compile(r"([\\`*_{}\[\]<>#|!~])")
+#: "word:word" (e.g. the model "baseline:minilm-centroid"): the chat's markdown reads ":minilm" as a
+#: directive and drops it, so the colon is escaped (URLs, times and "Note: x" are left alone).
+_DIRECTIVE = re.compile(r"(?<=\w):(?=[A-Za-z])")
+_CODE = re.compile(r"(`+)(.+?)\1", re.S)
 
 
 def cell(value: Any, width: int = CELL_CHARS) -> str:
@@ -37,7 +41,18 @@ def cell(value: Any, width: int = CELL_CHARS) -> str:
     text = " ".join(text.split())
     if len(text) > width:
         text = text[: width - 1].rstrip() + "…"
-    return _MARKUP.sub(r"\\\1", text)
+    return _DIRECTIVE.sub(r"\\:", _MARKUP.sub(r"\\\1", text))
+
+
+def safe_markdown(text: str) -> str:
+    """Text from a tool or the model, made safe for the chat's markdown (outside code spans)."""
+    parts, last = [], 0
+    for code in _CODE.finditer(text):
+        parts.append(_DIRECTIVE.sub(r"\\:", text[last : code.start()]))
+        parts.append(code.group(0))
+        last = code.end()
+    parts.append(_DIRECTIVE.sub(r"\\:", text[last:]))
+    return "".join(parts)
 
 
 def number(value: float | None, digits: int = 3) -> str:
@@ -176,8 +191,11 @@ def metrics_table(report: Mapping[str, Any]) -> str:
     span = f"{number(interval['low'])} – {number(interval['high'])}" if interval else ""
     rows.append([Markdown(f"**{cell(headline.replace('_', ' '))}**"), number(values.get(headline)), span])
     for key, value in values.items():
-        if key != headline and value is not None and not key.startswith("latency"):
-            rows.append([key.replace("_", " "), number(value), ""])
+        if key == headline or value is None or key in ("n", "answered") or key.startswith("latency"):
+            continue
+        if key.endswith(("_low", "_high")):
+            continue
+        rows.append([key.replace("_", " "), number(value), ""])
     usage = report.get("usage") or {}
     cost = usage.get("cost_usd")
     rows.append(["cost", "$0 (offline)" if report["run"]["kind"] == "baseline" else _money(cost), ""])
