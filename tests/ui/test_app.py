@@ -396,6 +396,53 @@ async def test_labeling_asks_then_runs_with_live_progress(
         await close(app)
 
 
+async def test_cancel_button_stops_a_running_job(
+    app: ModuleType, demo: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import time as clock
+
+    from tools import baseline
+    from tools.engine import job_status
+    from ui import web_chat
+
+    monkeypatch.setattr(web_chat, "FOREGROUND_S", 0.0)
+    monkeypatch.setattr(web_chat, "PROGRESS_EVERY_S", 0.05)
+    # A slow labeler: two tasks at a time, 0.1 s each batch (60 tasks would take 3 s).
+    monkeypatch.setattr(
+        baseline, "_chunks", lambda items, _size: [items[i : i + 2] for i in range(0, len(items), 2)]
+    )
+    answer = baseline.BaselineLabeler._answer_batch
+
+    def slow(self: Any, classifier: Any, batch: Any) -> Any:
+        clock.sleep(0.1)
+        return answer(self, classifier, batch)
+
+    monkeypatch.setattr(baseline.BaselineLabeler, "_answer_batch", slow)
+    chat = await open_chat(app, tmp_path / "files")
+    try:
+        await chat.type("/use support-intents")
+        await chat.type("/label")
+        await chat.click("Yes, go ahead")
+        for _ in range(100):
+            if "Cancel" in [b["label"] for b in chat.buttons()] and "ETA" in chat.texts[-1]:
+                break
+            await asyncio.sleep(0.05)
+        progress = chat.texts[-1]
+        assert progress.startswith("**Labeling job") and "/ 60 done" in progress and "ETA" in progress
+        [run_id] = app.session_chat().watchers
+        await chat.click("Cancel")
+        for watcher in list(app.session_chat().watchers.values()):
+            await watcher
+        info = job_status(demo, "support-intents", run_id)
+        assert info.status == "cancelled" and 0 < info.done < 60
+        assert any(t.startswith(f"Stopping job {run_id}") for t in chat.texts)
+        assert f"Labeling job {run_id} is **cancelled**" in chat.texts[-1]
+        assert "Cancel" not in [b["label"] for b in chat.buttons()]
+    finally:
+        await close(app)
+
+
 async def test_review_cards_accept_or_correct_predictions(
     app: ModuleType, demo: Database, tmp_path: Path
 ) -> None:
