@@ -27,31 +27,13 @@ from ui.web_chat import (
     CONFIRM_ACTION,
     IMPORT_ACTION,
     SAY_ACTION,
+    STARTER_SCRIPTS,
+    STARTERS,
     WebChat,
     say,
 )
 
 CHAT_KEY = "labelpilot_chat"
-
-#: Starters for the three kinds of user: (label, message, commands the message runs, icon).
-STARTERS: list[tuple[str, str, list[str]]] = [
-    (
-        "Domain expert: which summary is best for our reader?",
-        "Show me 5 article summaries to judge",
-        ["/use reader-preference", "/gt 5"],
-    ),
-    (
-        "Engineer: how good is the $0 baseline on support intents?",
-        "Evaluate the offline baseline on support intents",
-        ["/use support-intents", "/eval baseline"],
-    ),
-    (
-        "Manager: the support intents labeled so far, as a spreadsheet",
-        "Send me the support intents labeled so far as CSV",
-        ["/use support-intents", "/export csv"],
-    ),
-]
-STARTER_SCRIPTS = {message: commands for _, message, commands in STARTERS}
 
 
 def session_chat() -> WebChat | None:
@@ -77,11 +59,6 @@ async def open_chat() -> WebChat | None:
     cl.user_session.set(CHAT_KEY, chat)  # type: ignore[no-untyped-call]
     await cl.ChatSettings(chat.settings_widgets()).send()  # type: ignore[no-untyped-call]
     return chat
-
-
-async def run_command(chat: WebChat, text: str) -> None:
-    """Send `text` to the agent as if the person typed it."""
-    await chat.run_turn(lambda shown: chat.conversation.send(text, on_message=shown))
 
 
 # ---------------------------------------------------------------------------------------------- login
@@ -111,7 +88,7 @@ if web_auth.login_enabled(Settings.from_env()):
 @cl.set_starters
 async def starters(user: cl.User | None = None, language: str | None = None) -> list[cl.Starter]:
     """One starter per kind of user."""
-    return [cl.Starter(label=label, message=message) for label, message, _ in STARTERS]
+    return [cl.Starter(label=starter.label, message=starter.message) for starter in STARTERS]
 
 
 @cl.on_chat_start
@@ -152,11 +129,6 @@ async def on_message(message: cl.Message) -> None:
     chat = session_chat()
     if chat is None:
         await say("The chat is not connected to the database: reload the page.")
-        return
-    commands = STARTER_SCRIPTS.get((message.content or "").strip())
-    if commands and not message.elements:
-        for command in commands:
-            await run_command(chat, command)
         return
     await chat.handle_message(message)
 
@@ -202,5 +174,5 @@ async def on_say(button: cl.Action) -> None:
     chat = session_chat()
     if chat is not None:
         text = str(button.payload.get("text") or "")
-        await say(f"▶ `{text}`")
-        await run_command(chat, text)
+        await say(f"▶ {text}" if text in STARTER_SCRIPTS else f"▶ `{text}`")
+        await chat.run_text(text)

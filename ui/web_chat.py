@@ -28,7 +28,7 @@ from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import chainlit as cl
 
@@ -60,8 +60,47 @@ FOREGROUND_S = 2.0
 PROGRESS_EVERY_S = 1.0
 #: Characters of a tool's output shown in its step.
 STEP_OUTPUT_CHARS = 4000
+#: Seconds a closing chat waits for its running turn to end.
+CLOSE_WAIT_S = 120.0
 #: Wrong examples shown under an evaluation.
 WRONG_EXAMPLES = 5
+
+
+class Starter(NamedTuple):
+    """A first step for one kind of user: a button on the greeting (and Chainlit's starter) that runs
+    commands, on a demo project."""
+
+    kind: str
+    label: str
+    message: str
+    commands: list[str]
+    project: str
+
+
+STARTERS = [
+    Starter(
+        "Domain expert",
+        "Expert: which summary is best for our reader?",
+        "Show me 5 article summaries to judge",
+        ["/use reader-preference", "/gt 5"],
+        "reader-preference",
+    ),
+    Starter(
+        "Engineer",
+        "Engineer: how good is the $0 baseline?",
+        "Evaluate the offline baseline on support intents",
+        ["/use support-intents", "/eval baseline"],
+        "support-intents",
+    ),
+    Starter(
+        "Manager",
+        "Manager: the labeled support intents as CSV",
+        "Send me the support intents labeled so far as CSV",
+        ["/use support-intents", "/export csv"],
+        "support-intents",
+    ),
+]
+STARTER_SCRIPTS = {starter.message: starter.commands for starter in STARTERS}
 
 ItemCall = Callable[[Callable[[TurnMessage], Awaitable[None]]], Awaitable[Turn]]
 
@@ -195,10 +234,18 @@ class WebChat:
         return cls(settings, db, context, Conversation(graph, context, thread_id), stack)
 
     async def close(self) -> None:
-        """Stop watching jobs, stop this chat's jobs cleanly (they resume later), close everything."""
+        """Stop watching jobs, stop this chat's jobs cleanly (they resume later), close everything.
+
+        A turn still running (the browser went away mid-turn) may finish first, up to CLOSE_WAIT_S: its
+        checkpoints need the conversation memory open.
+        """
         for watcher in self.watchers.values():
             watcher.cancel()
         await self.context.jobs.shutdown()
+        try:
+            await asyncio.wait_for(self._busy.acquire(), timeout=CLOSE_WAIT_S)
+        except TimeoutError:
+            logger.warning("closing a chat whose turn is still running after %.0f s", CLOSE_WAIT_S)
         await self.stack.aclose()
         await asyncio.to_thread(self.db.dispose)
 
@@ -212,14 +259,14 @@ class WebChat:
         """The projects, the model status (or the offline notice) and what to try first."""
         projects = await asyncio.to_thread(list_projects, self.db)
         current = await self.project()
-        buttons = [say_button("What can I do?", "/help")]
-        if current:
-            buttons += [say_button("Label 5 items", "/gt 5"), say_button("Evaluate", "/eval")]
+        names = {project.name for project in projects}
+        buttons = [say_button(s.label, s.message) for s in STARTERS if s.project in names]
+        buttons.append(say_button("What can I do?", "/help"))
         await say(
             "# labelpilot\nLabel text datasets with LLMs, measured against labels you trust.\n\n"
             f"{render.projects_table(projects, current)}\n\n"
             + (f"Working on **{current}** (switch with `/use NAME`). " if current else "")
-            + "Drop a data file here to import it, or pick a starter below.\n\n"
+            + "Drop a data file here to import it, or start with one of the buttons below.\n\n"
             + render.model_notice(self.settings),
             actions=buttons,
         )
@@ -283,6 +330,19 @@ class WebChat:
 
     # ------------------------------------------------------------------ turns
 
+    async def run_text(self, text: str) -> None:
+        """Text the person typed or a button sent: a starter runs its commands, the rest goes to the agent."""
+        for command in STARTER_SCRIPTS.get(text.strip(), [text]):
+            await self.run_turn(self._sender(command))
+
+    def _sender(self, text: str) -> ItemCall:
+        """A turn that sends `text` to the agent."""
+
+        async def send(shown: Callable[[TurnMessage], Awaitable[None]]) -> Turn:
+            return await self.conversation.send(text, on_message=shown)
+
+        return send
+
     async def handle_message(self, message: cl.Message) -> None:
         """A message from the person: uploaded files are previewed; text goes to the agent."""
         files = [e for e in message.elements or [] if getattr(e, "path", None)]
@@ -290,7 +350,7 @@ class WebChat:
             await self.offer_import(element, message.content or "")
         text = (message.content or "").strip()
         if text and not files:
-            await self.run_turn(lambda shown: self.conversation.send(text, on_message=shown))
+            await self.run_text(text)
 
     async def run_turn(self, call: ItemCall) -> None:
         """Run one exchange with the agent and show it (steps live, then the reply and what came with it)."""

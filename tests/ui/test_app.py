@@ -187,13 +187,16 @@ async def test_welcome_lists_projects_says_offline_and_sends_the_settings_panel(
         assert "| **support-intents** | 60 | 30 |" in welcome
         assert "Offline mode" in welcome and "OPENAI_API_KEY" in welcome and "OPENAI_BASE_URL" in welcome
         assert "A model would add" in welcome
-        assert [b["label"] for b in chat.buttons()] == ["What can I do?", "Label 5 items", "Evaluate"]
+        assert [b["label"] for b in chat.buttons()] == [
+            "Expert: which summary is best for our reader?",
+            "Engineer: how good is the $0 baseline?",
+            "Manager: the labeled support intents as CSV",
+            "What can I do?",
+        ]
         [panel] = [data for event, data in chat.events if event == "chat_settings"]
         assert [item["id"] for item in panel] == ["labeling_model", "concurrency", "few_shot_k"]
         starters = await app.starters()
-        assert len(starters) == 3 and {"Domain expert", "Engineer", "Manager"} == {
-            s.label.split(":")[0] for s in starters
-        }
+        assert [s.label.split(":")[0] for s in starters] == ["Expert", "Engineer", "Manager"]
     finally:
         await close(app)
 
@@ -618,11 +621,17 @@ async def test_starter_runs_its_commands(app: ModuleType, demo: Database, tmp_pa
     chat = await open_chat(app, tmp_path / "files")
     try:
         starters = {s.label.split(":")[0]: s.message for s in await app.starters()}
-        await chat.type(starters["Domain expert"])
+        await chat.type(starters["Expert"])
         assert chat.texts[-1] == "**label 1 / 5**" or "Every task already has ground truth" in " ".join(
             chat.texts
         )
         assert [s["name"] for s in chat.tool_steps()][:2] == ["use_project", "sample_tasks"]
+        # The greeting's starter buttons do the same: the manager's gets a CSV download.
+        replies = await chat.click("Manager: the labeled support intents as CSV")
+        assert replies[0] == "▶ Send me the support intents labeled so far as CSV"
+        assert [s["name"] for s in chat.tool_steps()][-2:] == ["use_project", "export_labels"]
+        [element] = chat.elements_of(chat.messages()[-1]["id"])
+        assert element["type"] == "file" and element["name"].startswith("support-intents-")
     finally:
         await close(app)
 
