@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.ui.conftest import import_chainlit
 from tools.demo import setup_demo
 from tools.groundtruth import task_history
 from tools.labelspec import LabelClass, LabelSpec, TaskType
@@ -39,17 +40,7 @@ REPO = Path(__file__).resolve().parents[2]
 @pytest.fixture(scope="module")
 def app(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleType]:
     """The `ui.app` module, imported so that Chainlit writes its folders into a temporary directory."""
-    if "chainlit" not in sys.modules:
-        # Chainlit creates .chainlit/ and .files/ in CHAINLIT_APP_ROOT (default: the cwd) when imported.
-        previous = os.environ.get("CHAINLIT_APP_ROOT")
-        os.environ["CHAINLIT_APP_ROOT"] = str(tmp_path_factory.mktemp("chainlit-root"))
-        try:
-            importlib.import_module("chainlit")
-        finally:
-            if previous is None:
-                del os.environ["CHAINLIT_APP_ROOT"]
-            else:
-                os.environ["CHAINLIT_APP_ROOT"] = previous
+    import_chainlit(tmp_path_factory)
     yield importlib.import_module("ui.app")
 
 

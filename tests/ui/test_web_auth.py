@@ -4,11 +4,9 @@ session secret, and Chainlit's real SQLAlchemy data layer on the migrated SQLite
 from __future__ import annotations
 
 import dataclasses
-import importlib
 import json
 import os
 import stat
-import sys
 import uuid
 from pathlib import Path
 from typing import Any
@@ -17,6 +15,7 @@ import pytest
 from sqlalchemy import create_engine, inspect, text
 from typer.testing import CliRunner, Result
 
+from tests.ui.conftest import import_chainlit
 from tools.errors import ConfigError
 from tools.settings import Settings
 from tools.storage import Database, head_revision
@@ -59,17 +58,7 @@ def no_auth_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="module")
 def chainlit(tmp_path_factory: pytest.TempPathFactory) -> Any:
     """The chainlit package, imported so that it writes its folders into a temporary directory."""
-    if "chainlit" not in sys.modules:
-        previous = os.environ.get("CHAINLIT_APP_ROOT")
-        os.environ["CHAINLIT_APP_ROOT"] = str(tmp_path_factory.mktemp("chainlit-root"))
-        try:
-            importlib.import_module("chainlit")
-        finally:
-            if previous is None:
-                del os.environ["CHAINLIT_APP_ROOT"]
-            else:
-                os.environ["CHAINLIT_APP_ROOT"] = previous
-    return importlib.import_module("chainlit")
+    return import_chainlit(tmp_path_factory)
 
 
 # ---------------------------------------------------------------- hashes
