@@ -341,7 +341,7 @@ def import_file(
     from tools.projects import project_summary
 
     if not project_summary(ctx.db, name).label_spec:
-        text += " Next: say which labels to use (set_label_schema)."
+        text += " Next: say which labels to use (set_label_schema), e.g. /schema positive, negative, neutral."
     return _reply(runtime, text, dump(data_artifact("import", report.model_dump(mode="json"))), project=name)
 
 

@@ -446,6 +446,10 @@ class WebChat:
                     say_button("Label everything", "/label"),
                 ]
             )
+        elif kind == "data" and title == "import" and isinstance(artifact.get("data"), dict):
+            buttons.append(say_button("Label 10 items", "/gt 10"))
+            if artifact["data"].get("labels_added"):
+                buttons.append(say_button("Evaluate the baseline", "/eval baseline"))
         elif kind == "data" and title == "comparison" and isinstance(artifact.get("data"), dict):
             extra.append(render.comparison_table(artifact["data"]))
 

@@ -547,6 +547,7 @@ async def test_upload_previews_then_imports_with_the_mapping(
         summary = project_summary(db, "tickets")
         assert (summary.task_count, summary.ground_truth_count) == (4, 4)
         assert chat.tool_steps()[-1]["name"] == "import_file"
+        assert chat.card_buttons() == ["Label 10 items", "Evaluate the baseline"]
     finally:
         await close(app)
 
