@@ -484,3 +484,28 @@ def test_chroma_urls_are_parsed_and_secrets_stay_out_of_messages() -> None:
         with pytest.raises(ConfigError) as caught:
             parse_chroma_url(bad)
         assert "pw" not in caught.value.user_message()
+
+
+def test_chat_settings_few_shot_k_overrides_the_version(
+    db: Database, project: dict[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from agent.services import labeler_for
+    from tools.ratelimit import RateLimits
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    create_version(db, "news", PromptConfig())  # no few-shot policy
+    limits = RateLimits(rpm=60, max_concurrency=2)
+    plain, _ = labeler_for(db, Settings.from_env(), "news", version=None, rate_limits=limits)
+    assert plain.examples_for is None and "few_shot_override" not in plain.info.identity
+
+    labeler, notes = labeler_for(
+        db, Settings.from_env(), "news", version=None, rate_limits=limits, few_shot_k=2, model="other-model"
+    )
+    assert "2 few-shot example(s) per item, from the chat settings" in notes
+    assert labeler.info.identity["few_shot_override"]["kind"] == "nearest"
+    assert labeler.info.identity["few_shot_override"]["k"] == 2
+    assert labeler.info.model == "other-model"
+    assert len(labeler.examples_for(task_input(db, "q1"))) == 2
+    # A different k is a different job (it never resumes a job that showed other examples).
+    other, _ = labeler_for(db, Settings.from_env(), "news", version=None, rate_limits=limits, few_shot_k=3)
+    assert other.info.identity != labeler.info.identity
