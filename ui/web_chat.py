@@ -749,9 +749,11 @@ def _safe_name(name: str) -> str:
 
 def _project_in(text: str, existing: set[str]) -> str | None:
     """A project named in the message that came with a file ("into support-intents", "project=x")."""
-    found = re.search(r"(?:project[=: ]|into )\s*([A-Za-z0-9_.\- ]+)", text)
-    if found:
-        return found.group(1).strip()
     lowered = text.lower()
     named = [p for p in existing if p.lower() in lowered]
-    return max(named, key=len) if named else None
+    if named:
+        return max(named, key=len)
+    found = re.search(r"(?:project[=:]?|into)\s+([A-Za-z0-9_.\-]+)|project=([A-Za-z0-9_.\-]+)", text)
+    if found:
+        return (found.group(1) or found.group(2)).strip(".")
+    return None

@@ -636,3 +636,21 @@ def test_safe_markdown_escapes_directive_colons_outside_code() -> None:
     assert safe_markdown(text) == (
         "run 3 (baseline\\:minilm-centroid) at 12:30, see http://host:8000/x. Note: `a:b` stays"
     )
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("import this into support-intents please", "support-intents"),
+        ("put it in my data", "my data"),
+        ("into new-one please", "new-one"),
+        ("project=abc", "abc"),
+        ("project: xyz now", "xyz"),
+        ("", None),
+        ("just a file", None),
+    ],
+)
+def test_the_project_named_with_an_upload(text: str, expected: str | None) -> None:
+    from ui.web_chat import _project_in
+
+    assert _project_in(text, {"support-intents", "my data"}) == expected
