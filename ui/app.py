@@ -76,6 +76,8 @@ if web_auth.login_enabled(Settings.from_env()):
             return cl.User(identifier=username, metadata={"provider": "labelpilot"})
         return None
 
+    web_auth.add_chat_files_route(Settings.from_env())
+
     @cl.data_layer
     def chat_history() -> Any:
         """Chat history in the project's database (listed per user in the sidebar)."""

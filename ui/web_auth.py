@@ -27,6 +27,7 @@ Passwords and the auth secret are never logged or put in error messages.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import functools
@@ -41,6 +42,7 @@ import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from tools.errors import ConfigError
 from tools.settings import Settings
@@ -354,13 +356,121 @@ def history_data_layer(settings: Settings) -> SQLAlchemyDataLayer:
     """Chainlit's SQLAlchemy data layer on the project's database, its tables created or upgraded first.
 
     The schema is brought up to date here (migration 0005 makes the tables) because Chainlit writes the user
-    at login, before any chat starts. Elements (files) are not persisted: there is no storage client.
+    at login, before any chat starts. Elements (files, pictures, cards) are kept in `<data folder>/chat-files`
+    and served to their owner by the route `add_chat_files_route` adds.
     """
     Database.open(settings).dispose()
     conninfo = history_conninfo(settings)
     # SQLite: wait for a bulk job's write lock like labelpilot's own engine does, instead of failing.
     connect_args = {"timeout": 30} if conninfo.startswith("sqlite") else {}
-    return _history_layer_class()(conninfo=conninfo, connect_args=connect_args)
+    storage = _storage_class()(chat_files_folder(settings))
+    return _history_layer_class()(conninfo=conninfo, connect_args=connect_args, storage_provider=storage)
+
+
+# ---------------------------------------------------------------- files of the chat history
+
+#: Where the browser reads the files of past chats (pictures, downloads, cards); login required.
+FILES_ROUTE = "/labelpilot/chat-files"
+
+
+def chat_files_folder(settings: Settings) -> Path:
+    """The folder that keeps the files of past chats (`<data folder>/chat-files`)."""
+    return settings.home / "chat-files"
+
+
+def chat_file_path(folder: Path, object_key: str) -> Path:
+    """The file of an object key, refusing keys that would leave the folder."""
+    parts = object_key.split("/")
+    if not object_key or any(part in ("", ".", "..") for part in parts) or "\\" in object_key:
+        raise ConfigError(f"not a chat file key: {object_key!r}")
+    path = folder.joinpath(*parts)
+    if not path.resolve().is_relative_to(folder.resolve()):
+        raise ConfigError(f"not a chat file key: {object_key!r}")
+    return path
+
+
+@functools.cache
+def _storage_class() -> type[Any]:
+    """A Chainlit storage client on a local folder, built on first use (importing Chainlit is slow)."""
+    from chainlit.data.storage_clients.base import BaseStorageClient
+
+    class LocalFileStorage(BaseStorageClient):
+        """Keeps the elements of chats (files, pictures, cards) in a folder; the app serves them at
+        FILES_ROUTE to their owner only (the first part of the key is the owner's user id)."""
+
+        def __init__(self, folder: Path) -> None:
+            self.folder = folder
+
+        async def upload_file(
+            self,
+            object_key: str,
+            data: bytes | str,
+            mime: str = "application/octet-stream",
+            overwrite: bool = True,
+            content_disposition: str | None = None,
+        ) -> dict[str, Any]:
+            path = chat_file_path(self.folder, object_key)
+            if overwrite or not path.exists():
+                content = data.encode("utf-8") if isinstance(data, str) else data
+                await asyncio.to_thread(_write_file, path, content, mime)
+            return {"object_key": object_key, "url": await self.get_read_url(object_key)}
+
+        async def delete_file(self, object_key: str) -> bool:
+            path = chat_file_path(self.folder, object_key)
+            existed = path.exists()
+            path.unlink(missing_ok=True)
+            path.with_name(path.name + MIME_SUFFIX).unlink(missing_ok=True)
+            return existed
+
+        async def get_read_url(self, object_key: str) -> str:
+            return f"{FILES_ROUTE}/{quote(object_key)}"
+
+        async def close(self) -> None:
+            return None
+
+    return LocalFileStorage
+
+
+#: Next to each chat file, its media type.
+MIME_SUFFIX = ".mime"
+
+
+def _write_file(path: Path, content: bytes, mime: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".part")
+    temporary.write_bytes(content)
+    temporary.replace(path)
+    path.with_name(path.name + MIME_SUFFIX).write_text(mime, encoding="utf-8")
+
+
+def add_chat_files_route(settings: Settings) -> None:
+    """Serve the files of past chats at FILES_ROUTE/<key> to the logged-in user who owns them."""
+    from chainlit.auth import get_current_user
+    from chainlit.server import app
+    from fastapi import Depends, HTTPException
+    from fastapi.responses import FileResponse
+    from fastapi.routing import APIRoute
+
+    folder = chat_files_folder(settings)
+
+    async def chat_file(object_key: str, user: Any = Depends(get_current_user)) -> FileResponse:
+        owner = object_key.split("/", 1)[0]
+        if user is None or str(getattr(user, "id", "")) != owner:
+            raise HTTPException(status_code=404, detail="not found")
+        try:
+            path = chat_file_path(folder, object_key)
+        except ConfigError:
+            raise HTTPException(status_code=404, detail="not found") from None
+        if not path.is_file():
+            raise HTTPException(status_code=404, detail="not found")
+        mime_file = path.with_name(path.name + MIME_SUFFIX)
+        mime = mime_file.read_text(encoding="utf-8") if mime_file.is_file() else "application/octet-stream"
+        return FileResponse(path, media_type=mime, filename=path.name)
+
+    route = APIRoute(f"{FILES_ROUTE}/{{object_key:path}}", chat_file, methods=["GET"])
+    # Before Chainlit's catch-all route, which would otherwise answer with the web app.
+    if not any(getattr(r, "path", None) == route.path for r in app.router.routes):
+        app.router.routes.insert(0, route)
 
 
 #: Columns (and the aliases Chainlit's queries give them) that hold JSON text on SQLite.

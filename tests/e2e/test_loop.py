@@ -14,6 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from evals.fake_openai import AnswerRule, FakeOpenAIServer, FakeServerConfig
@@ -235,13 +236,25 @@ def test_login_records_the_author_and_a_chat_resumes_from_history(
     chat.wait_for_text("Done: 1 labeled", timeout=30)
     added = {t: v for t, v in ground_truth(login_home, "support-intents").items() if t not in before}
     assert list(added.values()) == [(label, "chat", "alice")]
+    chat.send("/export csv")
+    chat.wait_for_text("Exported", timeout=60)
     thread_url = chat.page.url
     assert "/thread/" in thread_url
 
-    # A new page on the thread's address replays the conversation and the agent remembers its project
-    # (a new chat would work on the first project, reader-preference).
+    # A new page on the thread's address replays the conversation — its card and its file too — and the
+    # agent remembers its project (a new chat would work on the first project, reader-preference).
     chat.page.goto(thread_url)
     chat.wait_for_text("1 item(s) to label", timeout=30)
+    chat.page.locator(".task-card").first.wait_for(state="visible", timeout=30_000)
+    path = chat.download("support-intents-", timeout=30)
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = {row["id"]: row for row in csv.DictReader(handle)}
+    [(task, _)] = added.items()
+    assert rows[task]["label"] == label
+    # The file is served to its owner only.
+    href = chat.page.locator("a[download]").filter(has_text="support-intents-").last.get_attribute("href")
+    assert href is not None and href.startswith("/labelpilot/chat-files/")
+    assert httpx.get(login_server.url + href, timeout=10).status_code in (401, 404)
     chat.send("/status")
     chat.wait_for_text("Project support-intents", timeout=30)
 

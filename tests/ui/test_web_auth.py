@@ -427,3 +427,44 @@ async def test_history_upgrades_an_older_data_folder_with_a_backup(
 ) -> None:
     await history_roundtrip(chainlit, existing_folder)
     assert (existing_folder.home / "labelpilot.db.backup-0004").is_file()
+
+
+# ---------------------------------------------------------------- files of the chat history
+
+
+async def test_chat_files_are_kept_in_the_data_folder(
+    settings: Settings, chainlit: Any, tmp_path: Path
+) -> None:
+    from ui.web_auth import FILES_ROUTE, MIME_SUFFIX, _storage_class, chat_file_path, chat_files_folder
+
+    folder = chat_files_folder(settings)
+    storage = _storage_class()(folder)
+    stored = await storage.upload_file("user-1/element-9/report.csv", "a,b\n1,2\n", mime="text/csv")
+    assert stored == {
+        "object_key": "user-1/element-9/report.csv",
+        "url": f"{FILES_ROUTE}/user-1/element-9/report.csv",
+    }
+    path = folder / "user-1" / "element-9" / "report.csv"
+    assert path.read_text(encoding="utf-8") == "a,b\n1,2\n"
+    assert path.with_name("report.csv" + MIME_SUFFIX).read_text(encoding="utf-8") == "text/csv"
+    await storage.upload_file("user-1/element-9/report.csv", b"new", overwrite=False)
+    assert path.read_bytes() == b"a,b\n1,2\n"  # kept: no overwrite
+    assert await storage.get_read_url("u/x y") == f"{FILES_ROUTE}/u/x%20y"
+    assert await storage.delete_file("user-1/element-9/report.csv") is True
+    assert not path.exists() and await storage.delete_file("user-1/element-9/report.csv") is False
+    for bad in ("", "../x", "u/../../etc/passwd", "/abs", "u//x", "u\\x"):
+        with pytest.raises(ConfigError):
+            chat_file_path(folder, bad)
+    with pytest.raises(ConfigError):
+        await storage.upload_file("../outside", b"x")
+    assert not (folder.parent / "outside").exists()
+
+
+async def test_the_data_layer_keeps_elements_with_the_local_storage(
+    settings: Settings, chainlit: Any
+) -> None:
+    from ui.web_auth import chat_files_folder, history_data_layer
+
+    layer = history_data_layer(settings)
+    assert layer.storage_provider is not None
+    assert layer.storage_provider.folder == chat_files_folder(settings)
