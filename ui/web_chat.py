@@ -394,6 +394,13 @@ class WebChat:
             except LabelpilotError as exc:
                 await say(f"**That did not work:** {exc.user_message()}")
                 return
+            except Exception as exc:  # a bug must not leave the person without an answer
+                logger.exception("a chat turn failed")
+                await say(
+                    f"**Something went wrong** ({type(exc).__name__}). The conversation is kept: try again, "
+                    "or reload the page. The server log has the details."
+                )
+                return
         await self.show_turn(turn)
         for run_id in sorted(set(self.context.jobs.running()) - before):
             self.watch_job(run_id)

@@ -724,3 +724,21 @@ def test_chainlit_serves_the_app_from_ui_folder(tmp_path: Path) -> None:
             server.kill()
             server.wait()
         log.close()
+
+
+async def test_an_unexpected_failure_gets_an_answer(
+    app: ModuleType, demo: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    chat = await open_chat(app, tmp_path / "files")
+    try:
+        session = app.session_chat()
+
+        async def broken(*_args: Any, **_kwargs: Any) -> Any:
+            raise RuntimeError("database went away")
+
+        monkeypatch.setattr(session.conversation, "send", broken)
+        [reply] = await chat.type("/status")
+        assert reply.startswith("**Something went wrong** (RuntimeError)")
+        assert "database went away" not in reply
+    finally:
+        await close(app)
