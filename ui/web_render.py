@@ -56,11 +56,13 @@ def safe_markdown(text: str) -> str:
 
 
 def number(value: float | None, digits: int = 3) -> str:
-    """A metric for people: 0.842, or — when undefined."""
+    """A metric for people: 0.842 (1.000, not 1, so columns line up), a count as 1,234, — when undefined."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    if float(value).is_integer() and abs(value) >= 1:
-        return f"{int(value):,}"
+    if isinstance(value, int) and not isinstance(value, bool) and value != 0:
+        return f"{value:,}"
+    if abs(value) >= 1000:
+        return f"{value:,.{digits}f}"
     return f"{value:.{digits}f}"
 
 
