@@ -123,54 +123,100 @@ def say_button(label: str, text: str) -> cl.Action:
 
 
 class PendingImport:
-    """An uploaded file waiting for the person to confirm its mapping."""
+    """An uploaded file waiting for the person to confirm its mapping (changed with buttons, or by typing
+    `fields=a,b label=c id=d sep=, project=name`)."""
+
+    #: What a typed change may set.
+    KEYS = ("fields", "label", "id", "sep", "project")
 
     def __init__(self, path: Path, preview: Any, project: str, new_project: bool) -> None:
         self.path = path
         self.preview = preview
         self.project = project
         self.new_project = new_project
+        self.fields: list[str] = list(preview.fields)
         self.label_column: str | None = preview.label_column
+        self.id_column: str | None = preview.id_column
+        self.separator: str | None = preview.label_separator
         self.message: cl.Message | None = None
+
+    def set_label(self, column: str | None) -> None:
+        """Take labels from `column` (None: no label column); the old label column becomes an input field."""
+        old = self.label_column
+        if old and old not in self.fields and old != self.id_column:
+            self.fields.append(old)
+        self.label_column = column
+        self.fields = [f for f in self.fields if f != column]
+        self.separator = self.preview.label_separator if column == self.preview.label_column else None
+
+    def change(self, text: str, existing: set[str]) -> None:
+        """Apply a typed change such as `fields=a,b label=intent`; LabelValueError says what is wrong."""
+        from tools.errors import LabelValueError
+
+        columns = list(self.preview.columns)
+        changes: dict[str, str] = {}
+        for word in shlex.split(text):
+            key, equals, value = word.partition("=")
+            if not equals or key not in self.KEYS:
+                raise LabelValueError(
+                    f"'{word}' is not a mapping change",
+                    hint="e.g. fields=message,subject label=intent id=ticket_id sep=, project=tickets "
+                    f"(columns: {', '.join(columns)})",
+                )
+            changes[key] = value.strip()
+        named = [c.strip() for c in changes.get("fields", "").split(",") if c.strip()]
+        for column in [*named, changes.get("label") or "", changes.get("id") or ""]:
+            if column and column not in columns:
+                raise LabelValueError(
+                    f"the file has no column '{column}'", hint="its columns: " + ", ".join(columns)
+                )
+        if "id" in changes:
+            self.id_column = changes["id"] or None
+            self.fields = [f for f in self.fields if f != self.id_column]
+        if "label" in changes:
+            self.set_label(changes["label"] or None)
+        if "fields" in changes:
+            if not named:
+                raise LabelValueError("name at least one input field", hint="e.g. fields=message")
+            self.fields = named
+        if "sep" in changes:
+            self.separator = changes["sep"] or None
+        if changes.get("project"):
+            from tools.projects import validate_project_name
+
+            self.project = validate_project_name(changes["project"])
+            self.new_project = self.project not in existing
 
     def command(self) -> str:
         """The /import command that imports the file with the confirmed mapping."""
-        fields = [f for f in self.preview.fields if f != self.label_column]
-        if self.preview.label_column and self.label_column != self.preview.label_column:
-            fields = [*fields, self.preview.label_column] if self.label_column is None else fields
         parts = ["/import", shlex.quote(str(self.path))]
-        if fields:
-            parts.append(shlex.quote("fields=" + ",".join(fields)))
+        if self.fields:
+            parts.append(shlex.quote("fields=" + ",".join(self.fields)))
         if self.label_column:
             parts.append(shlex.quote(f"label={self.label_column}"))
-            if self.preview.label_separator and self.label_column == self.preview.label_column:
-                parts.append(shlex.quote(f"sep={self.preview.label_separator}"))
-        if self.preview.id_column:
-            parts.append(shlex.quote(f"id={self.preview.id_column}"))
+            if self.separator:
+                parts.append(shlex.quote(f"sep={self.separator}"))
+        if self.id_column:
+            parts.append(shlex.quote(f"id={self.id_column}"))
         parts.append(shlex.quote(f"project={self.project}"))
         return " ".join(parts)
 
     def text(self) -> str:
         """The preview with the mapping as it stands."""
+        guessed = self.label_column == self.preview.label_column
         preview = self.preview.model_copy(
             update={
                 "label_column": self.label_column,
-                "fields": [f for f in self._fields() if f != self.label_column],
-                "label_values": self.preview.label_values
-                if self.label_column == self.preview.label_column
-                else [],
-                "label_separator": self.preview.label_separator
-                if self.label_column == self.preview.label_column
-                else None,
+                "fields": self.fields,
+                "id_column": self.id_column,
+                "label_values": self.preview.label_values if guessed else [],
+                "label_separator": self.separator,
             }
         )
-        return render.preview_text(preview, project=self.project, new_project=self.new_project)
-
-    def _fields(self) -> list[str]:
-        fields = list(self.preview.fields)
-        if self.preview.label_column and self.label_column != self.preview.label_column:
-            fields.append(self.preview.label_column)
-        return fields
+        return (
+            render.preview_text(preview, project=self.project, new_project=self.new_project)
+            + "\n\nChange it with the buttons, or type e.g. `fields=message label=intent project=tickets`."
+        )
 
     def actions(self) -> list[cl.Action]:
         """Import / change the label column / cancel."""
@@ -180,7 +226,7 @@ class PendingImport:
             buttons.append(action(IMPORT_ACTION, "No label column", {"do": "label", "column": None}))
         else:
             guessed = self.preview.label_column
-            others = [c for c in self.preview.columns if c not in (self.preview.id_column, guessed)]
+            others = [c for c in self.preview.columns if c not in (self.id_column, guessed)]
             for column in ([guessed] if guessed else []) + others[: 4 - bool(guessed)]:
                 label = f"Labels are in “{column}”"
                 buttons.append(action(IMPORT_ACTION, label, {"do": "label", "column": column}))
@@ -349,7 +395,7 @@ class WebChat:
         for element in files:
             await self.offer_import(element, message.content or "")
         text = (message.content or "").strip()
-        if text and not files:
+        if text and not files and not await self.change_import(text):
             await self.run_text(text)
 
     async def run_turn(self, call: ItemCall) -> None:
@@ -721,6 +767,33 @@ class WebChat:
         pending.message = message
         self.imports[message.id] = pending
 
+    async def _redraw_import(self, pending: PendingImport) -> None:
+        """Show a pending import's mapping as it stands, with its buttons, in the same message."""
+        message = pending.message
+        if message is None:
+            return
+        await message.remove_actions()  # type: ignore[no-untyped-call]
+        message.content = pending.text()
+        message.actions = pending.actions()
+        await message.update()  # type: ignore[no-untyped-call]
+        for button in message.actions:
+            await button.send(for_id=message.id)
+
+    async def change_import(self, text: str) -> bool:
+        """A typed mapping change (`fields=… label=…`) for the newest pending import; False: not one."""
+        if not self.imports or not re.match(r"^\s*(fields|label|id|sep|project)=", text):
+            return False
+        pending = list(self.imports.values())[-1]
+        existing = {p.name for p in await asyncio.to_thread(list_projects, self.db)}
+        try:
+            pending.change(text, existing)
+        except LabelpilotError as exc:
+            await say(f"**Mapping not changed:** {exc.user_message()}")
+            return True
+        await self._redraw_import(pending)
+        await say("Mapping updated: check it above, then click Import.")
+        return True
+
     async def import_action(self, message_id: str | None, payload: dict[str, Any]) -> None:
         """Import / change the label column / cancel, for a previewed file."""
         pending = self.imports.get(message_id or "")
@@ -730,13 +803,8 @@ class WebChat:
         do = payload.get("do")
         if do == "label":
             column = payload.get("column")
-            pending.label_column = str(column) if column else None
-            await pending.message.remove_actions()  # type: ignore[no-untyped-call]
-            pending.message.content = pending.text()
-            pending.message.actions = pending.actions()
-            await pending.message.update()  # type: ignore[no-untyped-call]
-            for button in pending.message.actions:
-                await button.send(for_id=pending.message.id)
+            pending.set_label(str(column) if column else None)
+            await self._redraw_import(pending)
             return
         self.imports.pop(message_id or "", None)
         await pending.message.remove_actions()  # type: ignore[no-untyped-call]

@@ -552,6 +552,35 @@ async def test_upload_previews_then_imports_with_the_mapping(
         await close(app)
 
 
+async def test_a_typed_change_adjusts_the_mapping_before_the_import(
+    app: ModuleType, db: Database, tmp_path: Path
+) -> None:
+    stored = tmp_path / "upload"
+    stored.write_text(
+        "ticket,subject,body,team\nA1,Parcel,Where is it?,logistics\nA2,Money,Refund me,billing\n"
+        "A3,Parcel,Still waiting,logistics\n",
+        encoding="utf-8",
+    )
+    chat = await open_chat(app, tmp_path / "files")
+    try:
+        await chat.type("", files=[Upload(stored, "support.csv")])
+        [reply] = await chat.type("label=nope")
+        assert reply.startswith("**Mapping not changed:** the file has no column 'nope'")
+        assert "ticket, subject, body, team" in reply
+        [reply] = await chat.type("fields=subject,body label=team id=ticket project=helpdesk")
+        assert reply == "Mapping updated: check it above, then click Import."
+        preview = next(t for t in reversed(chat.texts) if "Proposed mapping" in t)
+        assert "input fields (what is labeled): `subject`, `body`" in preview
+        assert "task id: `ticket`" in preview and "existing labels → ground truth: `team`" in preview
+        assert "a new project **helpdesk**" in preview
+        await chat.click("Import into new project helpdesk")
+        summary = project_summary(db, "helpdesk")
+        assert (summary.task_count, summary.ground_truth_count) == (3, 3)
+        assert set(task_history(db, "helpdesk", "A2")[-1].value.split()) == {"billing"}
+    finally:
+        await close(app)
+
+
 async def test_a_bad_upload_is_refused_and_writes_nothing(
     app: ModuleType, db: Database, tmp_path: Path
 ) -> None:
