@@ -40,6 +40,8 @@ from agent.confirm import confirm
 from agent.context import AgentContext
 from agent.services import drop_empty_project, eval_labeler, labeler_for, newest_label_run, review_queue
 from agent.state import AgentState
+from tools.costs import duration
+from tools.costs import money as format_money
 from tools.errors import LabelpilotError, LabelValueError, NotFoundError
 
 logger = logging.getLogger(__name__)
@@ -100,23 +102,8 @@ def _task_ref(runtime: Runtime, ref: str) -> str:
 
 
 def money(value: float | None) -> str:
-    """$0.0012 below a dollar, $12.34 above; 'unknown' without a price."""
-    if value is None:
-        return "unknown"
-    if value == 0:
-        return "$0"
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
-
-
-def duration(seconds: float | None) -> str:
-    """Seconds, minutes or hours, whichever reads best."""
-    if seconds is None:
-        return "unknown"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
+    """A cost as the agent says it ($0 when free; see tools.costs.money)."""
+    return "$0" if value == 0 else format_money(value)
 
 
 def _num(value: float | None, digits: int = 3) -> str:

@@ -398,3 +398,24 @@ def estimate_job(
         token_count_method=_token_method(model),
         notes=notes,
     )
+
+
+# ---------------------------------------------------------------------- for people
+
+
+def money(value: float | None, *, unknown: str = "unknown") -> str:
+    """A cost for people: $0.0012 below a dollar, $12.34 above; `unknown` without a price."""
+    if value is None:
+        return unknown
+    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
+
+
+def duration(seconds: float | None) -> str:
+    """Seconds, minutes or hours, whichever reads best; 'unknown' without an estimate."""
+    if seconds is None:
+        return "unknown"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{seconds / 3600:.1f} h"

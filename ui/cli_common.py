@@ -19,6 +19,7 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 
+from tools.costs import duration
 from tools.errors import LabelpilotError
 from tools.settings import Settings
 from tools.storage import Database
@@ -114,22 +115,6 @@ def short(value: Any, width: int = 80) -> str:
     text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
     text = " ".join(text.split())
     return text if len(text) <= width else text[: width - 1] + "…"
-
-
-def money(value: float | None) -> str:
-    if value is None:
-        return "unknown"
-    return f"${value:,.4f}" if value < 1 else f"${value:,.2f}"
-
-
-def duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "unknown"
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{seconds / 3600:.1f} h"
 
 
 async def with_progress(

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from tools.costs import money
 from tools.settings import Settings
 from tools.storage import Database
 from ui.cli_common import (
@@ -18,7 +19,6 @@ from ui.cli_common import (
     cli_errors,
     emit_json,
     err,
-    money,
     open_db,
     out,
     run_command,

@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
+from tools.costs import money
 from tools.settings import Settings
 from ui.cli_common import (
     JsonOpt,
@@ -21,7 +22,6 @@ from ui.cli_common import (
     emit_json,
     err,
     jsonable,
-    money,
     open_db,
     out,
     short,

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
+from tools.costs import duration, money
 from tools.settings import Settings
 from tools.storage import Database
 from ui.cli_common import (
@@ -15,10 +16,8 @@ from ui.cli_common import (
     ProjectOpt,
     app,
     cli_errors,
-    duration,
     emit_json,
     err,
-    money,
     open_db,
     out,
     run_command,

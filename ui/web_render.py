@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from tools.costs import money
 from tools.labelspec import LabelSpec
 from tools.projects import ProjectSummary
 from tools.settings import Settings
@@ -200,7 +201,7 @@ def metrics_table(report: Mapping[str, Any]) -> str:
         rows.append([key.replace("_", " "), number(value), ""])
     usage = report.get("usage") or {}
     cost = usage.get("cost_usd")
-    rows.append(["cost", "$0 (offline)" if report["run"]["kind"] == "baseline" else _money(cost), ""])
+    rows.append(["cost", "$0 (offline)" if report["run"]["kind"] == "baseline" else _money_cell(cost), ""])
     rows.append(["items scored", f"{report['scored']:,}", ""])
     run = report["run"]
     title = f"**{cell(run['name'])}** (run {run['run_id']}, {cell(run['model'] or run['kind'])})" + (
@@ -227,7 +228,7 @@ def leaderboard_table(summaries: Sequence[Any], limit: int = 8) -> str:
     rows = []
     for item in summaries[:limit]:
         span = f"{number(item.low)} – {number(item.high)}" if item.low is not None else ""
-        cost = "$0" if item.run.kind == "baseline" else _money(item.cost_usd)
+        cost = "$0" if item.run.kind == "baseline" else _money_cell(item.cost_usd)
         rows.append(
             [
                 item.run.name,
@@ -303,18 +304,16 @@ def csv_preview(path: str | Path, rows: int = 5, columns: int = 6) -> str:
     return table(header[:columns], body)
 
 
+def _money_cell(value: float | None) -> str:
+    return money(value, unknown="—")
+
+
 def _label(value: Any) -> str:
     if value is None:
         return "(no answer)"
     if isinstance(value, list):
         return ", ".join(str(v.get("label", v)) if isinstance(v, dict) else str(v) for v in value)
     return str(value)
-
-
-def _money(value: float | None) -> str:
-    if value is None:
-        return "—"
-    return f"${value:.4f}" if value < 1 else f"${value:,.2f}"
 
 
 # ---------------------------------------------------------------------------------------------- jobs
@@ -336,7 +335,7 @@ def progress_text(info: Any, *, rate: float | None, running: bool) -> str:
             left = max(0, total - done - failed)
             parts.append(f"ETA {_eta(left / rate)}")
     if info.cost_usd:
-        parts.append(f"cost {_money(info.cost_usd)}")
+        parts.append(f"cost {_money_cell(info.cost_usd)}")
     state = "running" if running else info.status
     return f"**Labeling job {info.run_id}** ({state})\n\n{bar}" + " · ".join(parts)
 
